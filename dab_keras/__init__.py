@@ -1,0 +1,14 @@
+"""dab_keras: trainable non-differentiable functions for Keras 3.
+
+Hard ops (sign, quantize, vector quantize, argmax, sort, top-k) as Keras layers, each trained through one
+of three gradient estimators chosen with `estimator=`: straight-through, relaxed, or DAB (differentiable
+approximation bridge, Ramapuram & Webb 2019, arXiv:1905.03658).
+
+Modules, in import order: `ops` (pure math) → `estimators` (gradient rules) → `layers` (Keras state) →
+`callbacks`.
+"""
+
+from dab_keras import callbacks, estimators, layers, ops
+from dab_keras.version import __version__
+
+__all__ = ["__version__", "callbacks", "estimators", "layers", "ops"]

@@ -1,0 +1,95 @@
+"""DAB estimator: a learned approximator network bridges the non-differentiable op."""
+
+import keras
+from keras import ops
+
+from dab_keras import _validation
+from dab_keras.estimators.base import Estimator, straight_through
+
+
+def approximator_output(approximator, x):
+    """Runs `approximator` on `x` with its weights held constant: gradient flows to `x` only.
+
+    The approximator is called through `stateless_call` with stop-gradient copies of its trainable
+    weights, so the result's vector-Jacobian product is $J_g(x)^\top u$ and no task gradient reaches
+    g's weights. Returns float32.
+    """
+    weights = [ops.stop_gradient(v.value) for v in approximator.trainable_variables]
+    states = [v.value for v in approximator.non_trainable_variables]
+    inputs = ops.cast(x, approximator.compute_dtype)
+    outputs, _ = approximator.stateless_call(weights, states, inputs)
+    return ops.cast(outputs, "float32")
+
+
+def approximation_error(approximator, x, hard):
+    r"""Per-batch mean of the per-example squared error $\sum (g(x) - h(x))^2$, training g only.
+
+    The input is stop-gradient, so the error's gradient reaches g's weights and not `x`.
+    """
+    g = ops.cast(approximator(ops.stop_gradient(ops.cast(x, approximator.compute_dtype))), "float32")
+    squared = ops.square(g - ops.stop_gradient(ops.cast(hard, "float32")))
+    axes = tuple(range(1, len(squared.shape)))
+    return ops.mean(ops.sum(squared, axis=axes) if axes else squared)
+
+
+@keras.saving.register_keras_serializable(package="dab_keras.estimators", name="DAB")
+class DAB(Estimator):
+    r"""Differentiable approximation bridge: hard forward, a learned approximator's gradient backward.
+
+    A small network $g$ (the approximator) is trained to imitate the hard op $h$; the layer outputs
+    $h(x)$ and back-propagates through $g$:
+
+    $$ y = h(x), \qquad \frac{\partial L}{\partial x} = J_g(x)^\top \frac{\partial L}{\partial y},
+    \qquad L_{\text{DAB}} = \gamma \cdot \frac1B \sum_{b=1}^{B} \lVert g(x_b) - h(x_b) \rVert_2^2. $$
+
+    The layer adds $L_{\text{DAB}}$ with `add_loss`; it trains g only (its gradient w.r.t. x is zero,
+    as in the reference code), and the task loss never reaches g's weights. The approximator is not run
+    at inference. Its squared error is reported as the metric `<layer name>_approximation_error`.
+
+    Default approximators (built by the layer when `approximator=None`): an element-wise tanh MLP for
+    `Sign` and `Quantize`, a dense tanh MLP over the op's axis for `ArgMax`, `Sort`, `TopK` and over the
+    code dimension for `VectorQuantize` (`dab_keras.layers.approximators`).
+
+    Args:
+        approximator: Optional Keras layer or model mapping the op's input (with the op's axis last) to a
+            tensor shaped like its hard output. Used as given, not cloned: pass a fresh one per layer.
+            Defaults to `None` (the layer's default approximator).
+        gamma: Weight γ >= 0 of the DAB loss. Defaults to `10.0` (the paper's).
+
+    Example:
+    >>> import dab_keras
+    >>> layer = dab_keras.layers.Sign(margin=0.5, estimator=DAB(gamma=10.0))
+
+    References:
+        Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation
+        Bridges", 2019, arXiv:1905.03658.
+    """
+
+    name = "dab"
+
+    def __init__(self, approximator=None, gamma=10.0):
+        if approximator is not None and not isinstance(approximator, keras.layers.Layer):
+            raise ValueError(
+                "`approximator` must be a Keras layer or model (or None for the default). "
+                f"Received: approximator={approximator!r}"
+            )
+        self.approximator = approximator
+        self.gamma = _validation.check_non_negative_float("gamma", gamma)
+
+    def __call__(self, op, x, hard, temperature):
+        error = approximation_error(op.approximator, x, hard)
+        op.add_approximation_loss(self.gamma * error, error)
+        return straight_through(hard, approximator_output(op.approximator, x))
+
+    def get_config(self):
+        approximator = self.approximator
+        if approximator is not None:
+            approximator = keras.saving.serialize_keras_object(approximator)
+        return {"approximator": approximator, "gamma": self.gamma}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("approximator") is not None:
+            config["approximator"] = keras.saving.deserialize_keras_object(config["approximator"])
+        return cls(**config)

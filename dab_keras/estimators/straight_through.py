@@ -1,0 +1,72 @@
+"""Straight-through estimator: hard forward, surrogate backward."""
+
+import keras
+from keras import ops
+
+from dab_keras import _validation
+from dab_keras.estimators.base import Estimator, straight_through
+
+SURROGATES = ("auto", "identity", "relaxation")
+
+
+@keras.saving.register_keras_serializable(package="dab_keras.estimators", name="StraightThrough")
+class StraightThrough(Estimator):
+    r"""Straight-through estimator: the hard op forward, a surrogate's gradient backward.
+
+    $$ y = h(x), \qquad \frac{\partial L}{\partial x} = J_s(x)^\top \frac{\partial L}{\partial y}, $$
+
+    where the surrogate $s$ is
+
+    - `"identity"`: $s(x) = x$, so the gradient passes through unchanged (Bengio et al. 2013); with
+      `clip_value=c` it is zeroed where $|x| > c$ (larq's `ste_sign` for `c = 1`). Available for the
+      element-wise ops (`Sign`, `Quantize`) and `VectorQuantize` (the VQ-VAE copy gradient).
+    - `"relaxation"`: the op's continuous relaxation at temperature τ, e.g. straight-through softmax for
+      `ArgMax`, straight-through Gumbel for `ArgMax(stochastic=True)`, a straight-through relaxed
+      permutation for `Sort`, soft top-k for `TopK`, tanh for `Sign`.
+    - `"auto"` (default): identity where the op has one, relaxation otherwise.
+
+    Args:
+        clip_value: Optional float > 0; with the identity surrogate, zero gradient where
+            `abs(x) > clip_value`. Defaults to `None` (no clipping).
+        surrogate: `"auto"`, `"identity"` or `"relaxation"`. Defaults to `"auto"`.
+        temperature: τ > 0 of the relaxation surrogate. The layer keeps it in a non-trainable variable
+            that `dab_keras.callbacks.TemperatureSchedule` can anneal. Defaults to `1.0`.
+
+    Example:
+    >>> import dab_keras
+    >>> layer = dab_keras.layers.Sign(estimator=StraightThrough(clip_value=1.0))
+
+    References:
+        Bengio, Léonard & Courville, "Estimating or Propagating Gradients Through Stochastic Neurons for
+        Conditional Computation", 2013, arXiv:1308.3432.
+    """
+
+    name = "straight_through"
+
+    def __init__(self, clip_value=None, surrogate="auto", temperature=1.0):
+        if clip_value is not None:
+            clip_value = _validation.check_positive_float("clip_value", clip_value)
+        self.clip_value = clip_value
+        self.surrogate = _validation.check_one_of("surrogate", surrogate, SURROGATES)
+        self.temperature = _validation.check_positive_float("temperature", temperature)
+
+    def __call__(self, op, x, hard, temperature):
+        s = None if self.surrogate == "relaxation" else op.identity_surrogate(x)
+        if s is None:
+            if self.surrogate == "identity":
+                raise ValueError(
+                    f"{type(op).__name__} has no identity surrogate (its output is not shaped like its "
+                    "input); use surrogate='relaxation' or 'auto'. Received: surrogate='identity'"
+                )
+            if self.clip_value is not None:
+                raise ValueError(
+                    "`clip_value` applies to the identity surrogate only, which "
+                    f"{type(op).__name__} does not have. Received: clip_value={self.clip_value}"
+                )
+            s = op.relax(x, temperature)
+        elif self.clip_value is not None:
+            s = ops.where(ops.abs(x) <= self.clip_value, s, ops.stop_gradient(s))
+        return straight_through(hard, s)
+
+    def get_config(self):
+        return {"clip_value": self.clip_value, "surrogate": self.surrogate, "temperature": self.temperature}

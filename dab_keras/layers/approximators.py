@@ -1,0 +1,158 @@
+"""Default DAB approximator networks (small tanh MLPs) and the metric that reports their error."""
+
+import math
+
+import keras
+from keras import ops
+
+from dab_keras import _validation
+
+
+def _check_units(units):
+    if isinstance(units, int):
+        units = (units,)
+    units = tuple(units)
+    for u in units:
+        _validation.check_int("units", u, 1)
+    return units
+
+
+@keras.saving.register_keras_serializable(package="dab_keras", name="ElementwiseMLP")
+class ElementwiseMLP(keras.layers.Layer):
+    """Applies the same scalar → scalar tanh MLP to every entry of its input.
+
+    The default DAB approximator of element-wise ops (`Sign`, `Quantize`): its parameters do not grow
+    with the input size, and its Jacobian is diagonal, like the op's.
+
+    Args:
+        units: Hidden widths, an int or a tuple of ints. Defaults to `(32,)`.
+        activation: Hidden activation. Defaults to `"tanh"`.
+
+    Input shape: any. Output shape: the input's.
+    """
+
+    def __init__(self, units=(32,), activation="tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.units = _check_units(units)
+        self.activation = activation
+        self.hidden = [
+            keras.layers.Dense(u, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}")
+            for i, u in enumerate(self.units)
+        ]
+        self.head = keras.layers.Dense(1, dtype=self.dtype_policy, name="head")
+
+    def build(self, input_shape):
+        shape = (None, 1)
+        for layer in self.hidden:
+            if not layer.built:
+                layer.build(shape)
+            shape = (None, layer.units)
+        if not self.head.built:
+            self.head.build(shape)
+
+    def call(self, inputs):
+        h = ops.expand_dims(inputs, -1)
+        for layer in self.hidden:
+            h = layer(h)
+        return ops.squeeze(self.head(h), -1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "units": list(self.units), "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="dab_keras", name="AxisMLP")
+class AxisMLP(keras.layers.Layer):
+    """A dense tanh MLP over the last axis whose output is reshaped to `output_shape`.
+
+    The default DAB approximator of `ArgMax`, `Sort`, `TopK` (over the op's axis, moved last) and
+    `VectorQuantize` (over the code dimension).
+
+    Args:
+        output_shape: Trailing output shape per input vector, e.g. `(n,)` or `(n, n)`.
+        units: Hidden widths, an int or a tuple of ints. Defaults to `(128,)`.
+        activation: Hidden activation. Defaults to `"tanh"`.
+
+    Input shape: `(..., n)`. Output shape: `(..., *output_shape)`.
+    """
+
+    def __init__(self, output_shape, units=(128,), activation="tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.target_shape = tuple(int(d) for d in output_shape)
+        self.units = _check_units(units)
+        self.activation = activation
+        self.hidden = [
+            keras.layers.Dense(u, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}")
+            for i, u in enumerate(self.units)
+        ]
+        self.head = keras.layers.Dense(math.prod(self.target_shape), dtype=self.dtype_policy, name="head")
+
+    def build(self, input_shape):
+        shape = (None, input_shape[-1])
+        for layer in self.hidden:
+            if not layer.built:
+                layer.build(shape)
+            shape = (None, layer.units)
+        if not self.head.built:
+            self.head.build(shape)
+
+    def call(self, inputs):
+        h = inputs
+        for layer in self.hidden:
+            h = layer(h)
+        h = self.head(h)
+        if len(self.target_shape) == 1:
+            return h
+        lead = ops.shape(inputs)[:-1]
+        return ops.reshape(h, (*lead, *self.target_shape))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], *self.target_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "output_shape": list(self.target_shape),
+            "units": list(self.units),
+            "activation": self.activation,
+        }
+
+
+class ApproximationError(keras.metrics.Metric):
+    """Mean over training steps of a DAB layer's per-example squared approximator error.
+
+    It reads running sums the layer keeps in its own non-trainable variables (updated in the training
+    forward pass), so it works on every backend. On JAX, Keras keeps the layer state outside the variables
+    during an epoch, so the progress bar shows 0 until the epoch ends; epoch logs (History, CSVLogger)
+    hold the epoch's value. `evaluate` resets it and reports 0 because the
+    approximator does not run at inference.
+    """
+
+    def __init__(self, total, count, name):
+        super().__init__(name=name)
+        # Held in a plain object so the metric does not track the layer's variables as its own.
+        self._sums = _Sums(total, count)
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def result(self):
+        try:
+            total, count = self._sums.total.value, self._sums.count.value
+        except TypeError:
+            # The JAX trainer detaches model variables from their values during an epoch; the value is
+            # read again after the epoch-end state sync.
+            return ops.zeros((), "float32")
+        return total / ops.maximum(count, 1.0)
+
+    def reset_state(self):
+        self._sums.total.assign(0.0)
+        self._sums.count.assign(0.0)
+
+
+class _Sums:
+    def __init__(self, total, count):
+        self.total = total
+        self.count = count

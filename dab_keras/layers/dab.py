@@ -1,0 +1,84 @@
+"""`DAB`: bridge any hard function you pass with a learned approximator."""
+
+import keras
+
+from dab_keras import estimators as estimators_lib
+from dab_keras.layers.approximators import AxisMLP
+from dab_keras.layers.base import DiscreteLayer
+
+
+@keras.saving.register_keras_serializable(package="dab_keras", name="DAB")
+class DAB(DiscreteLayer):
+    r"""Makes any hard (non-differentiable) function trainable with a differentiable approximation bridge.
+
+    $$ y = h(x), \qquad \frac{\partial L}{\partial x} = J_g(x)^\top \frac{\partial L}{\partial y},
+    \qquad L_{\text{DAB}} = \gamma \cdot \frac1B \sum_b \lVert g(x_b) - h(x_b) \rVert^2, $$
+
+    as `dab_keras.estimators.DAB` describes. `hard_fn` must be written with `keras.ops` (so it runs on
+    every backend and under XLA) and map a float32 tensor `(batch, ..., n)` to a tensor `(batch, ..., m)`
+    or any shape the approximator matches. The default approximator is a dense tanh MLP over the last axis
+    (`AxisMLP`), which needs the output to keep the input's leading axes.
+
+    To save and reload the layer with `keras.models.load_model(..., safe_mode=True)`, register `hard_fn`
+    with `@keras.saving.register_keras_serializable()`; lambdas only reload with `safe_mode=False`.
+
+    Args:
+        hard_fn: Callable `x -> h(x)`, written with `keras.ops`.
+        approximator: Optional Keras layer/model mapping x to a tensor shaped like `hard_fn(x)`.
+            Defaults to `None` (an `AxisMLP`).
+        gamma: Weight γ >= 0 of the DAB loss. Defaults to `10.0`.
+        **kwargs: Base layer arguments.
+
+    Example:
+    >>> import keras, numpy as np
+    >>> @keras.saving.register_keras_serializable(package="docs")
+    ... def parity(x):
+    ...     return keras.ops.mod(keras.ops.floor(x), 2.0)
+    >>> layer = DAB(parity)
+    >>> np.asarray(layer(np.array([[0.5, 1.5, 2.5]]))).tolist()
+    [[0.0, 1.0, 0.0]]
+
+    References:
+        Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation
+        Bridges", 2019, arXiv:1905.03658.
+    """
+
+    def __init__(self, hard_fn, approximator=None, gamma=10.0, **kwargs):
+        kwargs.pop("estimator", None)
+        if isinstance(hard_fn, (str, dict)):
+            hard_fn = keras.saving.deserialize_keras_object(hard_fn)
+        if not callable(hard_fn):
+            raise ValueError(f"`hard_fn` must be a callable. Received: hard_fn={hard_fn!r}")
+        if isinstance(approximator, dict):
+            approximator = keras.saving.deserialize_keras_object(approximator)
+        super().__init__(estimator=estimators_lib.DAB(approximator=approximator, gamma=gamma), **kwargs)
+        self.hard_fn = hard_fn
+        self.gamma = self.estimator.gamma
+
+    def hard(self, x):
+        return self.hard_fn(x)
+
+    def default_approximator(self, shape):
+        spec = keras.backend.compute_output_spec(self.hard_fn, keras.KerasTensor(shape, dtype="float32"))
+        if len(spec.shape) != len(shape) or tuple(spec.shape[:-1])[1:] != tuple(shape[:-1])[1:]:
+            raise ValueError(
+                "The default approximator maps the last axis only, so `hard_fn` must keep the leading "
+                f"axes; pass `approximator=` for this function. Received: input shape {shape}, "
+                f"hard_fn output shape {spec.shape}"
+            )
+        return AxisMLP((spec.shape[-1],), dtype=self.dtype_policy, name="approximator")
+
+    def compute_output_spec(self, inputs, training=None):
+        spec = keras.backend.compute_output_spec(self.hard_fn, keras.KerasTensor(inputs.shape, dtype="float32"))
+        return keras.KerasTensor(spec.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("estimator")
+        approximator = self.estimator.approximator
+        return {
+            **config,
+            "hard_fn": keras.saving.serialize_keras_object(self.hard_fn),
+            "approximator": None if approximator is None else keras.saving.serialize_keras_object(approximator),
+            "gamma": self.gamma,
+        }

@@ -1,0 +1,130 @@
+"""`ArgMax` (one-hot, optionally a Gumbel-max sample) and `TopK` (k-hot mask or kept values)."""
+
+import keras
+
+from dab_keras import _validation
+from dab_keras import ops as dab_ops
+from dab_keras.layers.approximators import AxisMLP
+from dab_keras.layers.base import DiscreteLayer
+
+
+@keras.saving.register_keras_serializable(package="dab_keras", name="ArgMax")
+class ArgMax(DiscreteLayer):
+    r"""One-hot argmax along `axis`, or a one-hot categorical sample, with a chosen estimator.
+
+    Forward: $h(x) = \operatorname{one\_hot}(\arg\max_i x_i)$. With `stochastic=True` the input is read as
+    logits and perturbed with fresh Gumbel noise on every call, in training and at inference:
+    $h = \operatorname{one\_hot}(\arg\max_i (x_i + G_i))$, an exact sample of Categorical(softmax(x)).
+
+    Gradient: `"relaxed"` uses $\operatorname{softmax}((x + G)/\tau)$ — Gumbel-Softmax / Concrete when
+    stochastic (the same noise as the hard sample), a tempered softmax otherwise; `"straight_through"`
+    passes the gradient of that relaxation (straight-through softmax / ST-Gumbel); `"dab"` the gradient
+    of a dense approximator over `axis` (fed the perturbed logits when stochastic).
+
+    Args:
+        axis: Category axis (not the batch axis). Defaults to `-1`.
+        stochastic: Sample instead of taking the argmax. Defaults to `False`.
+        seed: Seed of the layer's `keras.random.SeedGenerator` (int or `None`). Defaults to `None`.
+        estimator: `"straight_through"`, `"relaxed"`, `"dab"` or an `Estimator`.
+            Defaults to `"straight_through"`.
+        **kwargs: Base layer arguments.
+
+    Input shape: `(batch, ..., n, ...)`, floating point. Output shape: the same, one-hot along `axis`.
+
+    Example:
+    >>> import numpy as np
+    >>> np.asarray(ArgMax()(np.array([[0.5, 2.0, -1.0]]))).tolist()
+    [[0.0, 1.0, 0.0]]
+
+    References:
+        Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017, arXiv:1611.01144.
+        Maddison, Mnih & Teh, "The Concrete Distribution", 2017, arXiv:1611.00712.
+    """
+
+    def __init__(self, axis=-1, stochastic=False, seed=None, estimator="straight_through", **kwargs):
+        super().__init__(estimator=estimator, **kwargs)
+        if not isinstance(stochastic, bool):
+            raise ValueError(f"`stochastic` must be a bool. Received: stochastic={stochastic!r}")
+        self.axis = _validation.check_axis(axis)
+        self.stochastic = stochastic
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if stochastic else None
+
+    def perturb(self, x):
+        if not self.stochastic:
+            return x
+        return x + dab_ops.gumbel_noise(keras.ops.shape(x), self.seed_generator, x.dtype)
+
+    def hard(self, x):
+        return dab_ops.one_hot_argmax(x)
+
+    def relax(self, x, temperature):
+        return dab_ops.tempered_softmax(x, temperature)
+
+    def default_approximator(self, shape):
+        return AxisMLP((shape[-1],), dtype=self.dtype_policy, name="approximator")
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "stochastic": self.stochastic, "seed": self.seed}
+
+
+TOP_K_MODES = ("mask", "values")
+
+
+@keras.saving.register_keras_serializable(package="dab_keras", name="TopK")
+class TopK(DiscreteLayer):
+    r"""k-hot mask of the `k` largest entries along `axis`, or those entries kept in place.
+
+    Forward: $m_i = [x_i$ is among the k largest$]$ (`dab_keras.ops.top_k_mask`);
+    `output_mode="values"` returns $x \odot m$ (the k values in place, zeros elsewhere; same shape as
+    the input, the k-sparse activation).
+
+    Gradient: `"relaxed"` uses the soft top-k mask $\sigma((x + \nu)/\tau)$ with ν set so the mask sums
+    to k (`dab_keras.ops.soft_top_k`); `"straight_through"` passes its gradient; `"dab"` a dense
+    approximator's over `axis`.
+
+    Args:
+        k: Number of entries kept, 1 <= k <= size of `axis`.
+        axis: Axis to select along (not the batch axis). Defaults to `-1`.
+        output_mode: `"mask"` or `"values"`. Defaults to `"mask"`.
+        estimator: `"straight_through"`, `"relaxed"`, `"dab"` or an `Estimator`.
+            Defaults to `"straight_through"`.
+        **kwargs: Base layer arguments.
+
+    Input shape: `(batch, ..., n, ...)`, floating point. Output shape: the same.
+
+    Example:
+    >>> import numpy as np
+    >>> np.asarray(TopK(k=2)(np.array([[0.3, -1.0, 2.0, 0.5]]))).tolist()
+    [[0.0, 0.0, 1.0, 1.0]]
+
+    References:
+        Amos, Koltun & Kolter, "The Limited Multi-Label Projection Layer", 2019, arXiv:1905.04638.
+    """
+
+    def __init__(self, k, axis=-1, output_mode="mask", estimator="straight_through", **kwargs):
+        super().__init__(estimator=estimator, **kwargs)
+        self.k = _validation.check_int("k", k, 1)
+        self.axis = _validation.check_axis(axis)
+        self.output_mode = _validation.check_one_of("output_mode", output_mode, TOP_K_MODES)
+
+    def build_op(self, shape):
+        if self.k > shape[-1]:
+            raise ValueError(
+                f"`k` must be at most the size of `axis` ({shape[-1]}). Received: k={self.k}"
+            )
+
+    def _apply_mode(self, x, mask):
+        return mask if self.output_mode == "mask" else x * mask
+
+    def hard(self, x):
+        return self._apply_mode(x, dab_ops.top_k_mask(x, self.k))
+
+    def relax(self, x, temperature):
+        return self._apply_mode(x, dab_ops.soft_top_k(x, self.k, temperature))
+
+    def default_approximator(self, shape):
+        return AxisMLP((shape[-1],), dtype=self.dtype_policy, name="approximator")
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k, "axis": self.axis, "output_mode": self.output_mode}

@@ -1,0 +1,134 @@
+"""`VectorQuantize`: nearest-codebook-vector quantization with a learned codebook."""
+
+import keras
+from keras import ops
+
+from dab_keras import _validation
+from dab_keras import ops as dab_ops
+from dab_keras.layers.approximators import AxisMLP
+from dab_keras.layers.base import DiscreteLayer
+
+
+@keras.saving.register_keras_serializable(package="dab_keras", name="VectorQuantize")
+class VectorQuantize(DiscreteLayer):
+    r"""Replaces each `code_dim`-vector with its nearest codebook vector, with a chosen estimator.
+
+    Forward: $q(z) = e_{k^*}$, $k^* = \arg\min_k \lVert z - e_k \rVert^2$ over the codebook
+    $E \in \mathbb R^{K \times D}$ (a layer weight, `codebook`).
+
+    Gradient to $z$: identity for `"straight_through"` (the VQ-VAE copy gradient), the soft assignment
+    $\operatorname{softmax}(-\lVert z - e_k \rVert^2/\tau) E$ for `"relaxed"`, a dense approximator's
+    over the code dimension for `"dab"`. The codebook itself learns, in training, from the VQ-VAE loss the
+    layer adds (van den Oord et al. 2017), mean over entries:
+
+    $$ L_{\text{VQ}} = \lVert \operatorname{sg}(z) - q \rVert^2 + \beta \lVert z - \operatorname{sg}(q) \rVert^2. $$
+
+    Args:
+        num_codes: Codebook size K >= 1.
+        code_dim: Vector size D >= 1 (the input's last axis).
+        commitment_cost: β >= 0. Defaults to `0.25`.
+        codebook_initializer: Initializer of the codebook. Defaults to uniform in ±1/K.
+        return_indices: If `True`, the layer returns `(quantized, indices)` (int32, shape
+            `(batch, ...)`). Defaults to `False`.
+        estimator: `"straight_through"`, `"relaxed"`, `"dab"` or an `Estimator`.
+            Defaults to `"straight_through"`.
+        **kwargs: Base layer arguments.
+
+    Input shape: `(batch, ..., code_dim)`, floating point. Output shape: the same.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = VectorQuantize(num_codes=8, code_dim=2, return_indices=True)
+    >>> quantized, indices = layer(np.random.default_rng(0).normal(size=(3, 2)).astype("float32"))
+    >>> quantized.shape, indices.shape
+    ((3, 2), (3,))
+
+    References:
+        van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation Learning", 2017,
+        arXiv:1711.00937.
+    """
+
+    def __init__(
+        self,
+        num_codes,
+        code_dim,
+        commitment_cost=0.25,
+        codebook_initializer=None,
+        return_indices=False,
+        estimator="straight_through",
+        **kwargs,
+    ):
+        super().__init__(estimator=estimator, **kwargs)
+        self.num_codes = _validation.check_int("num_codes", num_codes, 1)
+        self.code_dim = _validation.check_int("code_dim", code_dim, 1)
+        self.commitment_cost = _validation.check_non_negative_float("commitment_cost", commitment_cost)
+        if codebook_initializer is None:
+            limit = 1.0 / self.num_codes
+            codebook_initializer = keras.initializers.RandomUniform(-limit, limit)
+        self.codebook_initializer = keras.initializers.get(codebook_initializer)
+        if not isinstance(return_indices, bool):
+            raise ValueError(f"`return_indices` must be a bool. Received: return_indices={return_indices!r}")
+        self.return_indices = return_indices
+
+    def build_op(self, shape):
+        if shape[-1] != self.code_dim:
+            raise ValueError(
+                f"The last axis of the inputs must have size `code_dim` ({self.code_dim}). "
+                f"Received: input_shape={shape}"
+            )
+        self.codebook = self.add_weight(
+            shape=(self.num_codes, self.code_dim), initializer=self.codebook_initializer, name="codebook"
+        )
+
+    def _codebook(self, x):
+        return ops.cast(self.codebook, x.dtype)
+
+    def hard(self, x):
+        return dab_ops.vector_quantize(x, self._codebook(x))[0]
+
+    def relax(self, x, temperature):
+        return dab_ops.soft_vector_quantize(x, self._codebook(x), temperature)
+
+    def identity_surrogate(self, x):
+        return x
+
+    def default_approximator(self, shape):
+        return AxisMLP((shape[-1],), dtype=self.dtype_policy, name="approximator")
+
+    def code_indices(self, inputs):
+        """Index of the nearest code for each vector of `inputs`: int32 of shape `inputs.shape[:-1]`."""
+        x = self.op_inputs(ops.convert_to_tensor(inputs))
+        return ops.cast(ops.argmin(dab_ops.squared_distances(x, self._codebook(x)), axis=-1), "int32")
+
+    def codes(self, indices):
+        """The codebook vectors at `indices` (any int shape), in the compute dtype."""
+        return ops.cast(ops.take(self.codebook, indices, axis=0), self.compute_dtype)
+
+    def call(self, inputs, training=None):
+        x = self.op_inputs(inputs)
+        quantized, indices = dab_ops.vector_quantize(x, self._codebook(x))
+        if training:
+            codebook_loss = ops.mean(ops.square(ops.stop_gradient(x) - quantized))
+            commitment = ops.mean(ops.square(x - ops.stop_gradient(quantized)))
+            self.add_loss(codebook_loss + self.commitment_cost * commitment)
+            out = self.estimator(self, x, ops.stop_gradient(quantized), self.temperature)
+        else:
+            out = quantized
+        out = self.op_outputs(out, len(inputs.shape))
+        return (out, indices) if self.return_indices else out
+
+    def compute_output_spec(self, inputs, training=None):
+        out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if self.return_indices:
+            return out, keras.KerasTensor(inputs.shape[:-1], dtype="int32")
+        return out
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_codes": self.num_codes,
+            "code_dim": self.code_dim,
+            "commitment_cost": self.commitment_cost,
+            "codebook_initializer": keras.initializers.serialize(self.codebook_initializer),
+            "return_indices": self.return_indices,
+        }

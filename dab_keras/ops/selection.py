@@ -1,0 +1,214 @@
+"""Selection: argmax → one-hot, Gumbel-max sampling, top-k masks, and their relaxations."""
+
+import keras
+from keras import ops
+
+from dab_keras import _validation
+
+# Half-width, in units of τ, of the bracket searched for the soft top-k threshold: σ(±30) is 1 or 0 to
+# within 1e-13, so the bracket always contains the root.
+_BRACKET = 30.0
+_BISECTION_STEPS = 40
+
+
+def _nan_rows(x, out, axis):
+    """Sets every entry of `out` to NaN along `axis` where that slice of `x` holds a NaN."""
+    bad = ops.any(ops.isnan(x), axis=axis, keepdims=True)
+    return ops.where(bad, ops.full_like(out, float("nan")), out)
+
+
+def one_hot_argmax(x, axis=-1):
+    r"""One-hot encoding of the argmax along `axis` (the first maximum on ties).
+
+    $$ h(x)_i = [\,i = \arg\max_j x_j\,]. $$
+
+    A slice holding `NaN` gives a slice of `NaN`.
+
+    Args:
+        x: Floating-point tensor.
+        axis: Axis to take the argmax over. Defaults to `-1`.
+
+    Returns:
+        A tensor of `x`'s shape and dtype, with exactly one 1 per slice along `axis`.
+
+    Example:
+    >>> import numpy as np
+    >>> np.asarray(one_hot_argmax(np.array([[0.1, 2.0, -1.0]]))).tolist()
+    [[0.0, 1.0, 0.0]]
+    """
+    x = ops.convert_to_tensor(x)
+    n = x.shape[axis]
+    out = ops.one_hot(ops.argmax(x, axis=axis), n, axis=axis, dtype=x.dtype)
+    return _nan_rows(x, out, axis)
+
+
+def tempered_softmax(x, temperature, axis=-1):
+    r"""Softmax at temperature τ, the deterministic relaxation of `one_hot_argmax`.
+
+    $$ \tilde h(x) = \operatorname{softmax}(x/\tau), \qquad
+    \partial \tilde h / \partial x = (\operatorname{diag}(\tilde h) - \tilde h \tilde h^\top)/\tau. $$
+
+    Args:
+        x: Floating-point tensor.
+        temperature: τ > 0.
+        axis: Defaults to `-1`.
+
+    Returns:
+        A tensor of `x`'s shape; each slice along `axis` sums to 1.
+    """
+    x = ops.convert_to_tensor(x)
+    return ops.softmax(x / ops.cast(temperature, x.dtype), axis=axis)
+
+
+def gumbel_noise(shape, seed=None, dtype="float32"):
+    r"""Standard Gumbel noise $G = -\log(-\log U)$, $U \sim \mathcal U(0, 1)$, always finite.
+
+    Args:
+        shape: Output shape.
+        seed: A `keras.random.SeedGenerator`, an int, or `None`.
+        dtype: Floating dtype. Defaults to `"float32"`.
+
+    Returns:
+        A tensor of Gumbel(0, 1) samples.
+    """
+    u = keras.random.uniform(shape, minval=1e-20, maxval=1.0, dtype=dtype, seed=seed)
+    return -ops.log(-ops.log(u))
+
+
+def gumbel_max(logits, seed=None, axis=-1):
+    r"""One-hot sample from Categorical(softmax(logits)) by the Gumbel-max trick.
+
+    $$ h = \operatorname{one\_hot}(\arg\max_i (\ell_i + G_i)), \qquad G_i \sim \text{Gumbel}(0, 1). $$
+
+    Args:
+        logits: Floating-point tensor of unnormalised log-probabilities.
+        seed: A `keras.random.SeedGenerator`, an int, or `None`.
+        axis: Category axis. Defaults to `-1`.
+
+    Returns:
+        A one-hot tensor of `logits`' shape.
+    """
+    logits = ops.convert_to_tensor(logits)
+    return one_hot_argmax(logits + gumbel_noise(ops.shape(logits), seed, logits.dtype), axis=axis)
+
+
+def gumbel_softmax(logits, temperature, seed=None, axis=-1):
+    r"""Gumbel-Softmax (Concrete) sample: a relaxed one-hot sample at temperature τ.
+
+    $$ y = \operatorname{softmax}\!\left((\ell + G)/\tau\right), \qquad G_i \sim \text{Gumbel}(0, 1), $$
+
+    distributed as RelaxedOneHotCategorical(τ, logits); as τ → 0 it becomes the one-hot `gumbel_max`
+    sample drawn with the same noise.
+
+    Args:
+        logits: Floating-point tensor.
+        temperature: τ > 0.
+        seed: A `keras.random.SeedGenerator`, an int, or `None`.
+        axis: Category axis. Defaults to `-1`.
+
+    Returns:
+        A tensor of `logits`' shape on the probability simplex along `axis`.
+
+    References:
+        Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017, arXiv:1611.01144.
+        Maddison, Mnih & Teh, "The Concrete Distribution", 2017, arXiv:1611.00712.
+    """
+    logits = ops.convert_to_tensor(logits)
+    noise = gumbel_noise(ops.shape(logits), seed, logits.dtype)
+    return tempered_softmax(logits + noise, temperature, axis=axis)
+
+
+def _check_k(k, n):
+    k = _validation.check_int("k", k, 1)
+    if n is not None and k > n:
+        raise ValueError(f"`k` must be at most the size of the axis ({n}). Received: k={k}")
+    return k
+
+
+def top_k_mask(x, k, axis=-1):
+    r"""k-hot mask of the `k` largest entries along `axis` (ties go to the lower index).
+
+    $$ h(x)_i = [\,x_i \text{ is among the } k \text{ largest}\,]. $$
+
+    Args:
+        x: Floating-point tensor.
+        k: Number of entries to keep, 1 <= k <= size of `axis`.
+        axis: Defaults to `-1`.
+
+    Returns:
+        A tensor of `x`'s shape and dtype with exactly `k` ones per slice.
+
+    Example:
+    >>> import numpy as np
+    >>> np.asarray(top_k_mask(np.array([[0.3, -1.0, 2.0, 0.5]]), k=2)).tolist()
+    [[0.0, 0.0, 1.0, 1.0]]
+    """
+    x = ops.convert_to_tensor(x)
+    k = _check_k(k, x.shape[axis])
+    xt = ops.moveaxis(x, axis, -1)
+    _, idx = ops.top_k(xt, k, sorted=False)
+    mask = ops.sum(ops.one_hot(idx, xt.shape[-1], dtype=x.dtype), axis=-2)
+    return _nan_rows(x, ops.moveaxis(mask, -1, axis), axis)
+
+
+def soft_top_k(x, k, temperature, axis=-1):
+    r"""Soft k-hot mask: sigmoids around a threshold chosen so that each slice sums to `k`.
+
+    $$
+    \tilde h(x)_i = \sigma\!\left(\frac{x_i + \nu}{\tau}\right), \qquad
+    \nu \text{ such that } \textstyle\sum_i \tilde h_i = k,
+    $$
+
+    the limited multi-label projection (LML) at temperature τ. ν is found by bisection (no gradient
+    through the loop) and differentiated implicitly: with $s_i = \tilde h_i(1-\tilde h_i)/\tau$,
+
+    $$ \frac{\partial \tilde h_i}{\partial x_j} = s_i\left(\delta_{ij} - \frac{s_j}{\sum_l s_l}\right), $$
+
+    so gradients stay finite at small τ and sum to zero across a slice (the mask's sum is fixed).
+    Entries lie in (0, 1); as τ → 0 the mask tends to `top_k_mask` (away from ties at the k-th value).
+    With `k` equal to the axis size the mask is all ones.
+
+    Args:
+        x: Floating-point tensor.
+        k: Number of entries to keep, 1 <= k <= size of `axis`.
+        temperature: τ > 0, in the units of `x`.
+        axis: Defaults to `-1`.
+
+    Returns:
+        A tensor of `x`'s shape whose slices along `axis` sum to `k`.
+
+    Example:
+    >>> import numpy as np
+    >>> m = soft_top_k(np.array([[0.3, -1.0, 2.0, 0.5]]), k=2, temperature=0.05)
+    >>> np.round(np.asarray(m), 2).tolist()
+    [[0.02, 0.0, 1.0, 0.98]]
+
+    References:
+        Amos, Koltun & Kolter, "The Limited Multi-Label Projection Layer", 2019, arXiv:1905.04638.
+    """
+    x = ops.convert_to_tensor(x)
+    n = x.shape[axis]
+    k = _check_k(k, n)
+    if k == n:
+        return ops.ones_like(x)
+    xt = ops.moveaxis(x, axis, -1)
+    tau = ops.cast(temperature, x.dtype)
+    xs = ops.stop_gradient(xt)
+    lo = -ops.max(xs, axis=-1, keepdims=True) - _BRACKET * tau
+    hi = -ops.min(xs, axis=-1, keepdims=True) + _BRACKET * tau
+
+    def step(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        too_many = ops.sum(ops.sigmoid((xs + mid) / tau), axis=-1, keepdims=True) > k
+        return ops.where(too_many, lo, mid), ops.where(too_many, mid, hi)
+
+    lo, hi = ops.fori_loop(0, _BISECTION_STEPS, step, (lo, hi))
+    nu = ops.stop_gradient(0.5 * (lo + hi))
+    y0 = ops.sigmoid((xs + nu) / tau)
+    s = ops.stop_gradient(y0 * (1.0 - y0))  # τ cancels in s_j / Σ s
+    total = ops.maximum(ops.sum(s, axis=-1, keepdims=True), 1e-30)
+    # Zero in value, −Σ_j s_j dx_j / Σ s in gradient: the implicit derivative of ν.
+    nu = nu - ops.sum(s * (xt - xs), axis=-1, keepdims=True) / total
+    mask = ops.sigmoid((xt + nu) / tau)
+    return ops.moveaxis(mask, -1, axis)
