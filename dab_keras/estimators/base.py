@@ -44,7 +44,7 @@ class Bridgeable(typing.Protocol):
     network, seed, losses) belongs to the layer and is reached through these members.
     """
 
-    approximator: typing.Optional[keras.layers.Layer]
+    approximator: keras.layers.Layer | None
 
     def relax(self, x, temperature):
         """The op's continuous relaxation of the hard output, computed from `x`."""

@@ -81,6 +81,10 @@ class DAB(Estimator):
         op.add_approximation_loss(self.gamma * error, error)
         return straight_through(hard, approximator_output(op.approximator, x))
 
+    def __repr__(self):
+        approximator = None if self.approximator is None else f"<{self.approximator.name}>"
+        return f"DAB(approximator={approximator}, gamma={self.gamma!r})"
+
     def get_config(self):
         approximator = self.approximator
         if approximator is not None:

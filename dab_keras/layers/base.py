@@ -1,6 +1,7 @@
 """`DiscreteLayer`: the Keras state shared by every op layer (estimator, temperature, approximator)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from dab_keras import _validation
@@ -151,8 +152,11 @@ class DiscreteLayer(keras.layers.Layer):
     def _estimator_config(self):
         config = estimators_lib.serialize(self.estimator)
         if self.temperature is not None:
-            # Save the current (possibly annealed) temperature, not the initial one.
-            config["config"] = {**config["config"], "temperature": float(ops.convert_to_numpy(self.temperature))}
+            # Save the current (possibly annealed) temperature, not the initial one; keep the exact float
+            # given at construction while the float32 variable still holds it.
+            value = float(ops.convert_to_numpy(self.temperature))
+            if value != float(np.float32(self.estimator.temperature)):
+                config["config"] = {**config["config"], "temperature": value}
         return config
 
     def get_config(self):

@@ -59,7 +59,7 @@ class DAB(DiscreteLayer):
         return self.hard_fn(x)
 
     def default_approximator(self, shape):
-        spec = keras.backend.compute_output_spec(self.hard_fn, keras.KerasTensor(shape, dtype="float32"))
+        spec = self.hard_fn(keras.KerasTensor(shape, dtype="float32"))
         if len(spec.shape) != len(shape) or tuple(spec.shape[:-1])[1:] != tuple(shape[:-1])[1:]:
             raise ValueError(
                 "The default approximator maps the last axis only, so `hard_fn` must keep the leading "
@@ -69,7 +69,7 @@ class DAB(DiscreteLayer):
         return AxisMLP((spec.shape[-1],), dtype=self.dtype_policy, name="approximator")
 
     def compute_output_spec(self, inputs, training=None):
-        spec = keras.backend.compute_output_spec(self.hard_fn, keras.KerasTensor(inputs.shape, dtype="float32"))
+        spec = self.hard_fn(keras.KerasTensor(inputs.shape, dtype="float32"))
         return keras.KerasTensor(spec.shape, dtype=self.compute_dtype)
 
     def get_config(self):

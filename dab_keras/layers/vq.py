@@ -40,7 +40,7 @@ class VectorQuantize(DiscreteLayer):
     >>> import numpy as np
     >>> layer = VectorQuantize(num_codes=8, code_dim=2, return_indices=True)
     >>> quantized, indices = layer(np.random.default_rng(0).normal(size=(3, 2)).astype("float32"))
-    >>> quantized.shape, indices.shape
+    >>> tuple(quantized.shape), tuple(indices.shape)
     ((3, 2), (3,))
 
     References:

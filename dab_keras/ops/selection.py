@@ -181,7 +181,7 @@ def soft_top_k(x, k, temperature, axis=-1):
     >>> import numpy as np
     >>> m = soft_top_k(np.array([[0.3, -1.0, 2.0, 0.5]]), k=2, temperature=0.05)
     >>> np.round(np.asarray(m), 2).tolist()
-    [[0.02, 0.0, 1.0, 0.98]]
+    [[0.12, 0.0, 1.0, 0.88]]
 
     References:
         Amos, Koltun & Kolter, "The Limited Multi-Label Projection Layer", 2019, arXiv:1905.04638.
