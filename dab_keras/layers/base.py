@@ -35,6 +35,7 @@ class DiscreteLayer(keras.layers.Layer):
     """
 
     axis = None
+    differentiable = True  # False for outputs no estimator can carry a gradient through (indices)
 
     def __init__(self, estimator="straight_through", **kwargs):
         super().__init__(**kwargs)
@@ -104,7 +105,7 @@ class DiscreteLayer(keras.layers.Layer):
     def build(self, input_shape):
         shape = self._op_shape(input_shape)
         self.build_op(shape)
-        if isinstance(self.estimator, estimators_lib.DAB):
+        if isinstance(self.estimator, estimators_lib.DAB) and self.differentiable:
             if self.approximator is None:
                 self.approximator = self.default_approximator(shape)
             if not self.approximator.built:
@@ -117,14 +118,18 @@ class DiscreteLayer(keras.layers.Layer):
         dtype = keras.backend.standardize_dtype(self.compute_dtype)
         return "float64" if dtype == "float64" else "float32"
 
-    def op_inputs(self, inputs):
-        """Checks the dtype, casts to the math dtype and moves the op's axis last."""
+    def check_input_dtype(self, inputs):
+        """Raises `TypeError` unless `inputs` (a tensor or `KerasTensor`) is floating point."""
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         if not keras.backend.is_float_dtype(dtype):
             raise TypeError(
                 f"{type(self).__name__} expects floating-point inputs (cast integers first, e.g. with "
                 f"keras.ops.cast(x, 'float32')). Received: inputs.dtype={dtype}"
             )
+
+    def op_inputs(self, inputs):
+        """Checks the dtype, casts to the math dtype and moves the op's axis last."""
+        self.check_input_dtype(inputs)
         x = ops.cast(inputs, self._math_dtype())
         if self.axis is not None and self._axis != len(x.shape) - 1:
             x = ops.moveaxis(x, self._axis, -1)
@@ -148,6 +153,12 @@ class DiscreteLayer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def compute_output_spec(self, inputs, training=None):
+        # Symbolic calls (functional models) use the output shape without running `call`, so the dtype
+        # check of `op_inputs` is repeated here to fail when the model is built, not at `fit`.
+        self.check_input_dtype(inputs)
+        return super().compute_output_spec(inputs, training=training)
 
     def _estimator_config(self):
         config = estimators_lib.serialize(self.estimator)

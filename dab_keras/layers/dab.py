@@ -68,9 +68,12 @@ class DAB(DiscreteLayer):
             )
         return AxisMLP((spec.shape[-1],), dtype=self.dtype_policy, name="approximator")
 
+    def compute_output_shape(self, input_shape):
+        return tuple(self.hard_fn(keras.KerasTensor(tuple(input_shape), dtype="float32")).shape)
+
     def compute_output_spec(self, inputs, training=None):
-        spec = self.hard_fn(keras.KerasTensor(inputs.shape, dtype="float32"))
-        return keras.KerasTensor(spec.shape, dtype=self.compute_dtype)
+        self.check_input_dtype(inputs)
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

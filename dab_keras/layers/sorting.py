@@ -21,7 +21,10 @@ class Sort(DiscreteLayer):
     - `output_mode="values"`: $P x$, the sorted values (same shape as the input);
     - `output_mode="permutation"`: $P$, shape `(batch, ..., n, n)` with the other axes in their order
       and the sorted axis replaced by the two permutation axes (row i: which input holds the i-th value);
-    - `output_mode="indices"`: argsort indices, int32 (not differentiable: no estimator runs).
+    - `output_mode="indices"`: argsort indices, int32 (not differentiable: no estimator runs, and no
+      approximator is built).
+
+    A slice holding a NaN gives NaN values / a NaN matrix / indices of -1.
 
     Gradient: the relaxed permutation $\hat P$ (`relaxation="neuralsort"`, Grover et al. 2019, or
     `"softsort"`, Prillo & Eisenschlos 2020) at temperature τ is the training output of `"relaxed"`
@@ -65,6 +68,7 @@ class Sort(DiscreteLayer):
         self.direction = _validation.check_one_of("direction", direction, dab_ops.sorting.DIRECTIONS)
         self.output_mode = _validation.check_one_of("output_mode", output_mode, SORT_MODES)
         self.relaxation = _validation.check_one_of("relaxation", relaxation, RELAXATIONS)
+        self.differentiable = self.output_mode != "indices"
 
     def _apply_mode(self, x, permutation):
         if self.output_mode == "permutation":
@@ -100,6 +104,7 @@ class Sort(DiscreteLayer):
         return tuple(input_shape[:axis]) + tuple(input_shape[axis + 1 :]) + (n, n)
 
     def compute_output_spec(self, inputs, training=None):
+        self.check_input_dtype(inputs)
         dtype = "int32" if self.output_mode == "indices" else self.compute_dtype
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=dtype)
 

@@ -117,7 +117,12 @@ class VectorQuantize(DiscreteLayer):
         out = self.op_outputs(out, len(inputs.shape))
         return (out, indices) if self.return_indices else out
 
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        return (input_shape, input_shape[:-1]) if self.return_indices else input_shape
+
     def compute_output_spec(self, inputs, training=None):
+        self.check_input_dtype(inputs)
         out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         if self.return_indices:
             return out, keras.KerasTensor(inputs.shape[:-1], dtype="int32")

@@ -4,17 +4,12 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
+from dab_keras.ops._nan import flag_nan_slices
 
 # Half-width, in units of τ, of the bracket searched for the soft top-k threshold: σ(±30) is 1 or 0 to
 # within 1e-13, so the bracket always contains the root.
 _BRACKET = 30.0
 _BISECTION_STEPS = 40
-
-
-def _nan_rows(x, out, axis):
-    """Sets every entry of `out` to NaN along `axis` where that slice of `x` holds a NaN."""
-    bad = ops.any(ops.isnan(x), axis=axis, keepdims=True)
-    return ops.where(bad, ops.full_like(out, float("nan")), out)
 
 
 def one_hot_argmax(x, axis=-1):
@@ -39,7 +34,7 @@ def one_hot_argmax(x, axis=-1):
     x = ops.convert_to_tensor(x)
     n = x.shape[axis]
     out = ops.one_hot(ops.argmax(x, axis=axis), n, axis=axis, dtype=x.dtype)
-    return _nan_rows(x, out, axis)
+    return flag_nan_slices(x, out, axis)
 
 
 def tempered_softmax(x, temperature, axis=-1):
@@ -136,7 +131,8 @@ def top_k_mask(x, k, axis=-1):
         axis: Defaults to `-1`.
 
     Returns:
-        A tensor of `x`'s shape and dtype with exactly `k` ones per slice.
+        A tensor of `x`'s shape and dtype with exactly `k` ones per slice (a slice holding `NaN` gives
+        a slice of `NaN`).
 
     Example:
     >>> import numpy as np
@@ -148,7 +144,7 @@ def top_k_mask(x, k, axis=-1):
     xt = ops.moveaxis(x, axis, -1)
     _, idx = ops.top_k(xt, k, sorted=False)
     mask = ops.sum(ops.one_hot(idx, xt.shape[-1], dtype=x.dtype), axis=-2)
-    return _nan_rows(x, ops.moveaxis(mask, -1, axis), axis)
+    return flag_nan_slices(x, ops.moveaxis(mask, -1, axis), axis)
 
 
 def soft_top_k(x, k, temperature, axis=-1):

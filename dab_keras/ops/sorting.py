@@ -2,12 +2,14 @@
 
 All functions here work along the last axis; layers move their `axis` there first. A permutation
 matrix `P` of shape `(..., n, n)` sorts by `P @ x`: row `i` is one-hot at the index of the i-th element
-of the sorted order.
+of the sorted order. NaN policy of the hard ops: a slice holding a NaN gives NaN values (`sort`), a NaN
+matrix (`permutation_matrix`) and indices of -1 (`argsort`), never a silently wrong order.
 """
 
 from keras import ops
 
 from dab_keras import _validation
+from dab_keras.ops._nan import flag_nan_slices
 
 DIRECTIONS = ("ascending", "descending")
 
@@ -29,7 +31,7 @@ def argsort(x, direction="ascending"):
         direction: `"ascending"` or `"descending"`. Defaults to `"ascending"`.
 
     Returns:
-        An int32 tensor of shape `(..., n)`.
+        An int32 tensor of shape `(..., n)`; -1 throughout a slice that holds a NaN.
 
     Example:
     >>> import numpy as np
@@ -39,7 +41,7 @@ def argsort(x, direction="ascending"):
     _check_direction(direction)
     x = ops.convert_to_tensor(x)
     key = x if direction == "ascending" else -x
-    return ops.cast(ops.argsort(key, axis=-1), "int32")
+    return flag_nan_slices(x, ops.cast(ops.argsort(key, axis=-1), "int32"), fill=-1)
 
 
 def permutation_matrix(x, direction="ascending"):
@@ -60,7 +62,9 @@ def permutation_matrix(x, direction="ascending"):
     [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     """
     x = ops.convert_to_tensor(x)
-    return ops.one_hot(argsort(x, direction), x.shape[-1], dtype=x.dtype)
+    matrix = ops.one_hot(argsort(x, direction), x.shape[-1], dtype=x.dtype)
+    bad = ops.expand_dims(ops.any(ops.isnan(x), axis=-1, keepdims=True), -1)
+    return ops.where(bad, ops.full_like(matrix, float("nan")), matrix)
 
 
 def sort(x, direction="ascending"):
@@ -76,7 +80,8 @@ def sort(x, direction="ascending"):
     _check_direction(direction)
     x = ops.convert_to_tensor(x)
     out = ops.sort(x, axis=-1)
-    return out if direction == "ascending" else ops.flip(out, axis=-1)
+    out = out if direction == "ascending" else ops.flip(out, axis=-1)
+    return flag_nan_slices(x, out)
 
 
 def neural_sort(x, temperature, direction="descending"):

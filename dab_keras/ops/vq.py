@@ -2,6 +2,8 @@
 
 from keras import ops
 
+from dab_keras.ops._nan import flag_nan_slices
+
 
 def squared_distances(z, codebook):
     r"""Squared Euclidean distances between vectors and codes.
@@ -36,6 +38,7 @@ def vector_quantize(z, codebook):
 
     Returns:
         A tuple `(quantized, indices)`: `quantized` of `z`'s shape, `indices` int32 of shape `(...)`.
+        A vector holding a NaN gives a NaN vector and index -1.
 
     Example:
     >>> import numpy as np
@@ -50,7 +53,9 @@ def vector_quantize(z, codebook):
     """
     z = ops.convert_to_tensor(z)
     indices = ops.cast(ops.argmin(squared_distances(z, codebook), axis=-1), "int32")
-    return ops.take(ops.cast(codebook, z.dtype), indices, axis=0), indices
+    quantized = flag_nan_slices(z, ops.take(ops.cast(codebook, z.dtype), indices, axis=0))
+    indices = ops.squeeze(flag_nan_slices(z, ops.expand_dims(indices, -1), fill=-1), -1)
+    return quantized, indices
 
 
 def soft_vector_quantize(z, codebook, temperature):

@@ -1,0 +1,300 @@
+"""Estimators: the straight-through bridge, StraightThrough, Relaxed and DAB gradients, and `get`."""
+
+import gradients
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from dab_keras import estimators, layers
+from dab_keras import ops as dab_ops
+
+
+def softmax(x, axis=-1):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def built(layer, x):
+    layer(x)
+    return layer
+
+
+# --------------------------------------------------------------------------- straight_through
+
+
+def test_straight_through_value_is_bit_exact():
+    hard = np.array([[1.0, -1.0, 0.0, 3.0, 1.0]], "float32")
+    # `s + (h - s)` would round 1.0 away next to a surrogate of 3e7 (float32 spacing 2 there).
+    surrogate = np.array([[3e7, -1e8, 0.1, 2.9, 1e-8]], "float32")
+    out = estimators.straight_through(hard, surrogate)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    np.testing.assert_array_equal(np.asarray(out), hard)
+
+
+def test_straight_through_gradient_is_the_surrogate_vjp(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    # The hard branch is differentiable here (x²) but must get no gradient.
+    fn = lambda v: estimators.straight_through(ops.square(v), 3.0 * ops.sin(v))  # noqa: E731
+    np.testing.assert_array_equal(np.asarray(fn(x)), np.asarray(ops.square(x)))
+    grad = gradients.vjp(fn, x, upstream)
+    np.testing.assert_allclose(grad, upstream * 3.0 * np.cos(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, gradients.vjp(lambda v: 3.0 * ops.sin(v), x, upstream), rtol=1e-6)
+
+
+def test_straight_through_with_a_hard_op_and_a_nonlinear_surrogate(rng):
+    x = rng.normal(size=(2, 5)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    fn = lambda v: estimators.straight_through(dab_ops.sign(v), dab_ops.soft_sign(v, 0.5))  # noqa: E731
+    np.testing.assert_array_equal(np.asarray(fn(x)), np.where(x >= 0, 1.0, -1.0))
+    expected = upstream * (1 - np.tanh(x / 0.5) ** 2) / 0.5
+    np.testing.assert_allclose(gradients.vjp(fn, x, upstream), expected, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- StraightThrough
+
+
+def test_straight_through_sign_has_identity_gradient(rng):
+    x = rng.normal(size=(3, 6)).astype("float32")
+    x[0, :2] = [0.0, 5.0]
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = built(layers.Sign(estimator=estimators.StraightThrough()), x)
+    res = gradients.layer_gradients(layer, x, upstream)
+    np.testing.assert_array_equal(res["output"], np.where(x >= 0, 1.0, -1.0))
+    np.testing.assert_array_equal(res["grad_x"], upstream)
+
+
+@pytest.mark.parametrize("make_layer", [lambda e: layers.Sign(estimator=e),
+                                        lambda e: layers.Quantize(levels=4, estimator=e)])
+def test_straight_through_clip_value_zeroes_the_gradient_outside(rng, make_layer):
+    c = 0.5
+    x = np.array([[-2.0, -0.5001, -0.5, -0.4999, 0.0, 0.4999, 0.5, 0.5001, 2.0]], "float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = built(make_layer(estimators.StraightThrough(clip_value=c)), x)
+    res = gradients.layer_gradients(layer, x, upstream)
+    np.testing.assert_array_equal(res["grad_x"], upstream * (np.abs(x) <= c))
+    np.testing.assert_array_equal(res["output"], np.asarray(layer(x)))
+
+
+def test_straight_through_relaxation_surrogate_on_argmax_is_the_softmax_jacobian(rng):
+    tau = 0.5
+    # Five copies of one row, each with a unit cotangent: the gradients are the Jacobian's rows.
+    x = np.repeat(rng.normal(size=(1, 5)).astype("float32"), 5, axis=0)
+    p = softmax(x[0] / tau)
+    expected = (np.diag(p) - np.outer(p, p)) / tau
+    for estimator in (estimators.StraightThrough(temperature=tau),
+                      estimators.StraightThrough(surrogate="relaxation", temperature=tau)):
+        layer = built(layers.ArgMax(estimator=estimator), x)
+        res = gradients.layer_gradients(layer, x, np.eye(5, dtype="float32"))
+        np.testing.assert_array_equal(res["output"], np.eye(5)[[np.argmax(x[0])] * 5])
+        np.testing.assert_allclose(res["grad_x"], expected.T, rtol=1e-4, atol=1e-6)
+
+
+def test_straight_through_relaxation_surrogate_on_sign_uses_the_layer_temperature(rng):
+    x = rng.normal(size=(2, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = built(layers.Sign(estimator=estimators.StraightThrough(surrogate="relaxation", temperature=2.0)), x)
+    layer.temperature.assign(0.25)  # an annealed temperature overrides the configured one
+    res = gradients.layer_gradients(layer, x, upstream)
+    np.testing.assert_array_equal(res["output"], np.where(x >= 0, 1.0, -1.0))
+    np.testing.assert_allclose(res["grad_x"], upstream * (1 - np.tanh(x / 0.25) ** 2) / 0.25, rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_straight_through_without_identity_surrogate_rejects_identity_and_clip_value():
+    x = np.zeros((1, 3), "float32")
+    with pytest.raises(ValueError, match="identity"):
+        layers.ArgMax(estimator=estimators.StraightThrough(surrogate="identity"))(x, training=True)
+    with pytest.raises(ValueError, match="clip_value"):
+        layers.ArgMax(estimator=estimators.StraightThrough(clip_value=1.0))(x, training=True)
+
+
+# --------------------------------------------------------------------------- Relaxed
+
+
+def test_relaxed_soft_output_is_the_relaxation(rng):
+    tau = 0.5
+    x = rng.normal(size=(3, 5)).astype("float32")
+    sign = built(layers.Sign(estimator=estimators.Relaxed(temperature=tau)), x)
+    np.testing.assert_allclose(np.asarray(sign(x, training=True)), np.tanh(x / tau), rtol=1e-5, atol=1e-6)
+    sign_m = built(layers.Sign(margin=0.2, estimator=estimators.Relaxed(temperature=tau)), x)
+    expected = 0.5 * (np.tanh((x - 0.2) / tau) + np.tanh((x + 0.2) / tau))
+    np.testing.assert_allclose(np.asarray(sign_m(x, training=True)), expected, rtol=1e-5, atol=1e-6)
+    argmax = built(layers.ArgMax(estimator=estimators.Relaxed(temperature=tau)), x)
+    np.testing.assert_allclose(np.asarray(argmax(x, training=True)), softmax(x / tau), rtol=1e-5, atol=1e-6)
+    top_k = built(layers.TopK(k=2, estimator=estimators.Relaxed(temperature=tau)), x)
+    soft = np.asarray(top_k(x, training=True))
+    np.testing.assert_allclose(soft, np.asarray(dab_ops.soft_top_k(x, 2, tau)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(soft.sum(axis=-1), 2.0, atol=1e-3)
+    # At inference every layer gives the hard op.
+    np.testing.assert_array_equal(np.asarray(sign(x)), np.where(x >= 0, 1.0, -1.0))
+    np.testing.assert_array_equal(np.asarray(argmax(x, training=False)), np.eye(5)[np.argmax(x, axis=-1)])
+
+
+def test_relaxed_soft_gradient_is_the_relaxation_gradient(rng):
+    tau = 0.5
+    x = rng.normal(size=(2, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = built(layers.Quantize(levels=3, estimator=estimators.Relaxed(temperature=tau)), x)
+    res = gradients.layer_gradients(layer, x, upstream)
+    np.testing.assert_allclose(res["output"], np.asarray(dab_ops.soft_quantize(x, 3, tau)), rtol=1e-6)
+    expected = gradients.vjp(lambda v: dab_ops.soft_quantize(v, 3, tau), x, upstream)
+    np.testing.assert_allclose(res["grad_x"], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_relaxed_hard_outputs_hard_with_the_relaxation_gradient(rng):
+    tau = 0.5
+    x = rng.normal(size=(3, 5)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    sign = built(layers.Sign(estimator=estimators.Relaxed(temperature=tau, hard=True)), x)
+    res = gradients.layer_gradients(sign, x, upstream)
+    np.testing.assert_array_equal(res["output"], np.where(x >= 0, 1.0, -1.0))
+    np.testing.assert_allclose(res["grad_x"], upstream * (1 - np.tanh(x / tau) ** 2) / tau, rtol=1e-4, atol=1e-6)
+
+    argmax = built(layers.ArgMax(estimator=estimators.Relaxed(temperature=tau, hard=True)), x)
+    res = gradients.layer_gradients(argmax, x, upstream)
+    np.testing.assert_array_equal(res["output"], np.eye(5)[np.argmax(x, axis=-1)])
+    p = softmax(x / tau)
+    expected = p * (upstream - np.sum(p * upstream, axis=-1, keepdims=True)) / tau
+    np.testing.assert_allclose(res["grad_x"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_relaxed_sort_values(rng):
+    tau = 0.3
+    x = rng.normal(size=(2, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = built(layers.Sort(estimator=estimators.Relaxed(temperature=tau, hard=True)), x)
+    res = gradients.layer_gradients(layer, x, upstream)
+    np.testing.assert_array_equal(res["output"], np.sort(x, axis=-1))
+
+    def relaxed_values(v):
+        p = dab_ops.neural_sort(v, tau, "ascending")
+        return ops.squeeze(ops.matmul(p, ops.expand_dims(v, -1)), -1)
+
+    np.testing.assert_allclose(res["grad_x"], gradients.vjp(relaxed_values, x, upstream), rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- DAB
+
+
+def make_dab_sign(x, gamma):
+    approximator = keras.layers.Dense(x.shape[-1], activation="tanh", name="g")
+    layer = built(layers.Sign(margin=0.3, estimator=estimators.DAB(approximator=approximator, gamma=gamma)), x)
+    return layer, approximator
+
+
+def test_dab_output_is_hard_and_gradient_is_the_approximator_vjp(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer, g = make_dab_sign(x, gamma=2.5)
+    w, b = np.asarray(g.kernel, np.float64), np.asarray(g.bias, np.float64)
+    gx = np.tanh(x @ w + b)
+    res = gradients.layer_gradients(layer, x, upstream)
+    hard = np.where(x > 0.3, 1.0, np.where(x < -0.3, -1.0, 0.0))
+    np.testing.assert_array_equal(res["output"], hard)
+    # J_g(x)ᵀ u for g(x) = tanh(x W + b): (u ⊙ (1 - g²)) Wᵀ.
+    np.testing.assert_allclose(res["grad_x"], (upstream * (1 - gx**2)) @ w.T, rtol=1e-4, atol=1e-6)
+    # The task loss does not reach the approximator's weights.
+    assert len(res["grad_weights"]) == 2
+    for grad in res["grad_weights"]:
+        assert grad is None or not np.any(grad)
+    # The DAB loss: γ · mean over the batch of Σ (g(x) - h(x))².
+    assert len(res["losses"]) == 1
+    np.testing.assert_allclose(res["losses"][0], 2.5 * np.mean(np.sum((gx - hard) ** 2, axis=-1)), rtol=1e-5)
+
+
+def test_dab_loss_trains_the_approximator_only(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    gamma = 2.5
+    layer, g = make_dab_sign(x, gamma=gamma)
+    w, b = np.asarray(g.kernel, np.float64), np.asarray(g.bias, np.float64)
+    gx = np.tanh(x @ w + b)
+    hard = np.where(x > 0.3, 1.0, np.where(x < -0.3, -1.0, 0.0))
+    res = gradients.layer_gradients(layer, x, np.zeros_like(x), include_losses=True)
+    np.testing.assert_array_equal(res["grad_x"], 0.0)
+    delta = 2 * gamma / x.shape[0] * (gx - hard) * (1 - gx**2)
+    names = [v.path for v in layer.trainable_variables]
+    grads = dict(zip(names, res["grad_weights"]))
+    np.testing.assert_allclose(grads[g.kernel.path], x.T @ delta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grads[g.bias.path], delta.sum(axis=0), rtol=1e-4, atol=1e-6)
+    assert np.abs(grads[g.kernel.path]).max() > 1e-3
+
+
+def test_dab_default_approximator_gradient_on_argmax(rng):
+    x = rng.normal(size=(2, 5)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = built(layers.ArgMax(estimator="dab"), x)
+    res = gradients.layer_gradients(layer, x, upstream)
+    np.testing.assert_array_equal(res["output"], np.eye(5)[np.argmax(x, axis=-1)])
+    expected = gradients.vjp(gradients.compiled(lambda v: layer.approximator(v)), x, upstream)
+    assert np.abs(expected).max() > 1e-4
+    np.testing.assert_allclose(res["grad_x"], expected, rtol=1e-4, atol=1e-6)
+    gx = np.asarray(layer.approximator(x))
+    np.testing.assert_allclose(res["losses"][0], 10.0 * np.mean(np.sum((gx - res["output"]) ** 2, axis=-1)),
+                               rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- get / config / validation
+
+
+@pytest.mark.parametrize("name,cls", [("straight_through", estimators.StraightThrough),
+                                      ("ste", estimators.StraightThrough),
+                                      ("relaxed", estimators.Relaxed),
+                                      ("dab", estimators.DAB)])
+def test_get_aliases(name, cls):
+    estimator = estimators.get(name)
+    assert type(estimator) is cls
+    assert estimator.get_config() == cls().get_config()
+    assert estimators.get(name) is not estimator  # a fresh instance each time
+
+
+def test_get_returns_instances_as_is_and_reads_configs():
+    for estimator in (estimators.StraightThrough(clip_value=1.0, surrogate="identity", temperature=2.0),
+                      estimators.Relaxed(temperature=0.3, hard=True),
+                      estimators.DAB(gamma=3.0)):
+        assert estimators.get(estimator) is estimator
+        config = estimators.serialize(estimator)
+        assert isinstance(config, dict)
+        restored = estimators.get(config)
+        assert type(restored) is type(estimator) and restored is not estimator
+        assert restored.get_config() == estimator.get_config()
+    dab = estimators.get(estimators.serialize(estimators.DAB(approximator=keras.layers.Dense(3), gamma=0.5)))
+    assert isinstance(dab.approximator, keras.layers.Dense) and dab.approximator.units == 3
+    assert dab.gamma == 0.5
+
+
+@pytest.mark.parametrize("identifier", ["gumbel", "STE", "", 3, None, 1.5,
+                                        keras.saving.serialize_keras_object(keras.layers.Dense(2))])
+def test_get_rejects_unknown_identifiers_and_lists_the_names(identifier):
+    with pytest.raises(ValueError) as info:
+        estimators.get(identifier)
+    for name in ("'straight_through'", "'ste'", "'relaxed'", "'dab'"):
+        assert name in str(info.value)
+
+
+def test_layers_resolve_estimators_with_get():
+    assert isinstance(layers.Sign(estimator="ste").estimator, estimators.StraightThrough)
+    with pytest.raises(ValueError, match="'relaxed'"):
+        layers.Sign(estimator="relax")
+
+
+@pytest.mark.parametrize("temperature", [0, 0.0, -1.0, float("nan"), float("inf"), "1.0", None, True])
+@pytest.mark.parametrize("cls", [estimators.Relaxed, estimators.StraightThrough])
+def test_temperature_must_be_a_positive_number(cls, temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        cls(temperature=temperature)
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda: estimators.StraightThrough(clip_value=0.0), "clip_value"),
+    (lambda: estimators.StraightThrough(clip_value=-1.0), "clip_value"),
+    (lambda: estimators.StraightThrough(surrogate="soft"), "surrogate"),
+    (lambda: estimators.Relaxed(hard=1), "hard"),
+    (lambda: estimators.DAB(gamma=-0.1), "gamma"),
+    (lambda: estimators.DAB(approximator="mlp"), "approximator"),
+])
+def test_other_arguments_are_validated(make, name):
+    with pytest.raises(ValueError, match=name):
+        make()
