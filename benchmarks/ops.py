@@ -172,25 +172,23 @@ def bridge_sub_stop_gradient(hard, surrogate):
 
 @contextlib.contextmanager
 def bridge(variant):
-    """Temporarily replaces `straight_through` in the estimator modules (tracing happens inside)."""
+    """Temporarily replaces `bridge` in the estimator modules (tracing happens inside)."""
     if variant == "custom_gradient":
         yield
         return
-    # By module path: the package `dab_keras.estimators` binds the name `straight_through` to the
-    # function, not to the submodule.
     modules = [importlib.import_module(f"dab_keras.estimators.{name}")
                for name in ("dab", "relaxed", "straight_through")]
     for m in modules:
-        if not callable(getattr(m, "straight_through", None)):
-            raise RuntimeError(f"{m.__name__} has no `straight_through` to replace; update benchmarks/ops.py")
-    saved = [m.straight_through for m in modules]
+        if not callable(getattr(m, "bridge", None)):
+            raise RuntimeError(f"{m.__name__} has no `bridge` to replace; update benchmarks/ops.py")
+    saved = [m.bridge for m in modules]
     try:
         for m in modules:
-            m.straight_through = bridge_sub_stop_gradient
+            m.bridge = bridge_sub_stop_gradient
         yield
     finally:
         for m, f in zip(modules, saved):
-            m.straight_through = f
+            m.bridge = f
 
 
 def check_bridge_replacement():
@@ -201,7 +199,7 @@ def check_bridge_replacement():
     with bridge("sub_stop_gradient"):
         y = np.asarray(dab_keras.layers.Sign()(np.array([[np.inf, -np.inf]], "float32"), training=True))
     if not np.isnan(y).all():
-        sys.exit("--compare-bridge: replacing dab_keras' straight_through had no effect; update bridge()")
+        sys.exit("--compare-bridge: replacing dab_keras' bridge had no effect; update bridge()")
 
 
 # ------------------------------------------------------------------------------------ step builders

@@ -11,15 +11,10 @@ way, as `keras.quantizers` does.
 
 import keras
 
-from dab_keras.estimators import base
-from dab_keras.estimators.base import Bridgeable, Estimator
+from dab_keras.estimators.base import Bridgeable, Estimator, bridge
 from dab_keras.estimators.dab import DAB
 from dab_keras.estimators.relaxed import Relaxed
 from dab_keras.estimators.straight_through import StraightThrough
-
-# Importing the submodule `straight_through` binds that name on this package to the module; the public
-# name is the function (as in `__all__`). The module stays reachable through `sys.modules`.
-straight_through = base.straight_through
 
 ALIASES = {
     "straight_through": StraightThrough,
@@ -79,6 +74,6 @@ __all__ = [
     "StraightThrough",
     "deserialize",
     "get",
+    "bridge",
     "serialize",
-    "straight_through",
 ]

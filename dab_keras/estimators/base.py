@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 
-def straight_through(hard, surrogate):
+def bridge(hard, surrogate):
     r"""Returns `hard` in the forward pass and routes the gradient to `surrogate`.
 
     $$ y = h, \qquad \frac{\partial L}{\partial s} = \frac{\partial L}{\partial y}, \qquad
@@ -26,7 +26,7 @@ def straight_through(hard, surrogate):
     """
 
     @ops.custom_gradient
-    def bridge(hard, surrogate):
+    def _bridge(hard, surrogate):
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
@@ -34,7 +34,7 @@ def straight_through(hard, surrogate):
 
         return hard, grad
 
-    return bridge(ops.stop_gradient(hard), surrogate)
+    return _bridge(ops.stop_gradient(hard), surrogate)
 
 
 class Bridgeable(typing.Protocol):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
-from dab_keras.estimators.base import Estimator, straight_through
+from dab_keras.estimators.base import Estimator, bridge
 
 
 def approximator_output(approximator, x):
@@ -79,7 +79,7 @@ class DAB(Estimator):
     def __call__(self, op, x, hard, temperature):
         error = approximation_error(op.approximator, x, hard)
         op.add_approximation_loss(self.gamma * error, error)
-        return straight_through(hard, approximator_output(op.approximator, x))
+        return bridge(hard, approximator_output(op.approximator, x))
 
     def __repr__(self):
         approximator = None if self.approximator is None else f"<{self.approximator.name}>"

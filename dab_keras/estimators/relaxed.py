@@ -3,7 +3,7 @@
 import keras
 
 from dab_keras import _validation
-from dab_keras.estimators.base import Estimator, straight_through
+from dab_keras.estimators.base import Estimator, bridge
 
 
 @keras.saving.register_keras_serializable(package="dab_keras.estimators", name="Relaxed")
@@ -44,7 +44,7 @@ class Relaxed(Estimator):
 
     def __call__(self, op, x, hard, temperature):
         soft = op.relax(x, temperature)
-        return straight_through(hard, soft) if self.hard else soft
+        return bridge(hard, soft) if self.hard else soft
 
     def get_config(self):
         return {"temperature": self.temperature, "hard": self.hard}

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
-from dab_keras.estimators.base import Estimator, straight_through
+from dab_keras.estimators.base import Estimator, bridge
 
 SURROGATES = ("auto", "identity", "relaxation")
 
@@ -66,7 +66,7 @@ class StraightThrough(Estimator):
             s = op.relax(x, temperature)
         elif self.clip_value is not None:
             s = ops.where(ops.abs(x) <= self.clip_value, s, ops.stop_gradient(s))
-        return straight_through(hard, s)
+        return bridge(hard, s)
 
     def get_config(self):
         return {"clip_value": self.clip_value, "surrogate": self.surrogate, "temperature": self.temperature}

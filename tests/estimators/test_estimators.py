@@ -28,7 +28,7 @@ def test_straight_through_value_is_bit_exact():
     hard = np.array([[1.0, -1.0, 0.0, 3.0, 1.0]], "float32")
     # `s + (h - s)` would round 1.0 away next to a surrogate of 3e7 (float32 spacing 2 there).
     surrogate = np.array([[3e7, -1e8, 0.1, 2.9, 1e-8]], "float32")
-    out = estimators.straight_through(hard, surrogate)
+    out = estimators.bridge(hard, surrogate)
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     np.testing.assert_array_equal(np.asarray(out), hard)
 
@@ -37,7 +37,7 @@ def test_straight_through_gradient_is_the_surrogate_vjp(rng):
     x = rng.normal(size=(3, 4)).astype("float32")
     upstream = rng.normal(size=x.shape).astype("float32")
     # The hard branch is differentiable here (x²) but must get no gradient.
-    fn = lambda v: estimators.straight_through(ops.square(v), 3.0 * ops.sin(v))  # noqa: E731
+    fn = lambda v: estimators.bridge(ops.square(v), 3.0 * ops.sin(v))  # noqa: E731
     np.testing.assert_array_equal(np.asarray(fn(x)), np.asarray(ops.square(x)))
     grad = gradients.vjp(fn, x, upstream)
     np.testing.assert_allclose(grad, upstream * 3.0 * np.cos(x), rtol=1e-5, atol=1e-6)
@@ -47,7 +47,7 @@ def test_straight_through_gradient_is_the_surrogate_vjp(rng):
 def test_straight_through_with_a_hard_op_and_a_nonlinear_surrogate(rng):
     x = rng.normal(size=(2, 5)).astype("float32")
     upstream = rng.normal(size=x.shape).astype("float32")
-    fn = lambda v: estimators.straight_through(dab_ops.sign(v), dab_ops.soft_sign(v, 0.5))  # noqa: E731
+    fn = lambda v: estimators.bridge(dab_ops.sign(v), dab_ops.soft_sign(v, 0.5))  # noqa: E731
     np.testing.assert_array_equal(np.asarray(fn(x)), np.where(x >= 0, 1.0, -1.0))
     expected = upstream * (1 - np.tanh(x / 0.5) ** 2) / 0.5
     np.testing.assert_allclose(gradients.vjp(fn, x, upstream), expected, rtol=1e-5, atol=1e-6)
