@@ -1,0 +1,125 @@
+"""The generic `DAB(hard_fn)` layer: hard forward, the approximator's gradient, its loss and metric,
+a user approximator used as given, and safe-mode saving of a registered `hard_fn`."""
+
+import os
+
+import helpers
+import keras
+import numpy as np
+import pytest
+from gradients import vjp
+
+from dab_keras import estimators, layers
+
+N = 4
+
+
+@keras.saving.register_keras_serializable(package="dab_keras_tests", name="staircase")
+def staircase(x):
+    """A hard keras.ops function: x rounded to multiples of 0.5 and clipped to [-1, 1]."""
+    return keras.ops.clip(keras.ops.round(2.0 * x) / 2.0, -1.0, 1.0)
+
+
+def staircase_reference(x):
+    return np.clip(np.round(2.0 * np.asarray(x, np.float64)) / 2.0, -1.0, 1.0)
+
+
+def make_approximator():
+    return keras.Sequential(
+        [keras.layers.Dense(8, activation="tanh", name="hidden"), keras.layers.Dense(N, name="head")],
+        name="my_approximator",
+    )
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).normal(scale=1.5, size=(8, N)).astype("float32")
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["default_approximator", "custom_approximator"])
+def test_forward_is_hard_fn_and_gradient_is_approximator_vjp(x, custom):
+    layer = layers.DAB(staircase, approximator=make_approximator() if custom else None)
+    expected = staircase_reference(x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), expected)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), expected)
+    upstream = np.random.default_rng(1).normal(size=x.shape).astype("float32")
+    y_train, grad = helpers.training_vjp(layer, x, upstream)
+    np.testing.assert_array_equal(y_train, expected)  # the training forward is hard too
+    expected_grad = vjp(lambda t: layer.approximator(t), x, upstream)
+    assert np.any(expected_grad != 0)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_and_metric(x):
+    gamma = 2.5
+    layer = layers.DAB(staircase, gamma=gamma)
+    layer(x, training=False)
+    assert layer.losses == []  # no DAB loss at inference
+    layer(x, training=True)
+    g = keras.ops.convert_to_numpy(layer.approximator(x)).astype(np.float64)
+    error = np.mean(np.sum((g - staircase_reference(x)) ** 2, axis=-1))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(layer.losses[0])), gamma * error, rtol=1e-5)
+    assert layer.approximation_error.name == f"{layer.name}_approximation_error"
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(layer.approximation_error.result())), error, rtol=1e-5)
+
+
+def _model(layer):
+    inputs = keras.Input((N,))
+    pre = keras.layers.Dense(N, kernel_initializer="identity", name="pre")
+    return keras.Model(inputs, layer(pre(inputs))), pre
+
+
+def test_custom_approximator_used_as_given_and_trained(x):
+    approximator = make_approximator()
+    layer = layers.DAB(staircase, approximator=approximator, gamma=1.0)
+    assert layer.approximator is approximator and layer.estimator.approximator is approximator
+    model, pre = _model(layer)
+    assert layer.approximator is approximator and approximator.built
+    before = [keras.ops.convert_to_numpy(w).copy() for w in approximator.weights]
+    pre_before = keras.ops.convert_to_numpy(pre.kernel).copy()
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    history = model.fit(x, np.zeros_like(x), batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert layer.approximator is approximator and layer.estimator.approximator is approximator
+    assert all(not np.array_equal(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, approximator.weights))
+    assert not np.array_equal(pre_before, keras.ops.convert_to_numpy(pre.kernel))
+    assert np.isfinite(history.history[f"{layer.name}_approximation_error"][0])
+    # The approximator's weights are the layer's (tracked once, trainable).
+    assert {id(w) for w in approximator.weights} <= {id(w) for w in layer.trainable_weights}
+
+
+def test_approximator_only_trained_by_dab_loss(x):
+    """With gamma = 0 the task loss alone leaves the approximator untouched (gradients to x only)."""
+    approximator = make_approximator()
+    model, _ = _model(layers.DAB(staircase, approximator=approximator, gamma=0.0))
+    before = [keras.ops.convert_to_numpy(w).copy() for w in approximator.weights]
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    model.fit(x, np.ones_like(x), batch_size=4, epochs=1, verbose=0)
+    for b, w in zip(before, approximator.weights):
+        np.testing.assert_array_equal(b, keras.ops.convert_to_numpy(w))
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["default_approximator", "custom_approximator"])
+def test_save_and_reload_in_safe_mode(x, tmp_path, custom):
+    layer = layers.DAB(staircase, approximator=make_approximator() if custom else None, gamma=3.0, name="bridge")
+    model, _ = _model(layer)
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    model.fit(x, np.zeros_like(x), batch_size=4, epochs=1, verbose=0)
+    path = os.path.join(tmp_path, "dab.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    bridge = loaded.get_layer("bridge")
+    assert bridge.hard_fn is staircase
+    assert bridge.gamma == 3.0 and isinstance(bridge.estimator, estimators.DAB)
+    assert helpers.as_json(bridge.get_config()) == helpers.as_json(layer.get_config())
+    if custom:
+        assert isinstance(bridge.approximator, keras.Sequential) and bridge.approximator.name == "my_approximator"
+    for a, b in zip(layer.approximator.weights, bridge.approximator.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+    # The reloaded bridge still trains through its approximator.
+    upstream = np.ones_like(x)
+    _, grad = helpers.training_vjp(bridge, x, upstream)
+    np.testing.assert_allclose(grad, vjp(lambda t: bridge.approximator(t), x, upstream), rtol=1e-5, atol=1e-6)
