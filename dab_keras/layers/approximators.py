@@ -17,8 +17,37 @@ def _check_units(units):
     return units
 
 
+class _MLP(keras.layers.Layer):
+    """Hidden tanh `Dense` layers and a linear head, shared by the default approximators."""
+
+    def __init__(self, units, activation, head_units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _check_units(units)
+        self.activation = activation
+        self.hidden = [
+            keras.layers.Dense(u, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}")
+            for i, u in enumerate(self.units)
+        ]
+        self.head = keras.layers.Dense(head_units, dtype=self.dtype_policy, name="head")
+
+    def _build_stack(self, in_features):
+        shape = (None, in_features)
+        for layer in [*self.hidden, self.head]:
+            if not layer.built:
+                layer.build(shape)
+            shape = (None, layer.units)
+
+    def _run_stack(self, h):
+        for layer in self.hidden:
+            h = layer(h)
+        return self.head(h)
+
+    def get_config(self):
+        return {**super().get_config(), "units": list(self.units), "activation": self.activation}
+
+
 @keras.saving.register_keras_serializable(package="dab_keras", name="ElementwiseMLP")
-class ElementwiseMLP(keras.layers.Layer):
+class ElementwiseMLP(_MLP):
     """Applies the same scalar → scalar tanh MLP to every entry of its input.
 
     The default DAB approximator of element-wise ops (`Sign`, `Quantize`): its parameters do not grow
@@ -32,39 +61,20 @@ class ElementwiseMLP(keras.layers.Layer):
     """
 
     def __init__(self, units=(32,), activation="tanh", **kwargs):
-        super().__init__(**kwargs)
-        self.units = _check_units(units)
-        self.activation = activation
-        self.hidden = [
-            keras.layers.Dense(u, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}")
-            for i, u in enumerate(self.units)
-        ]
-        self.head = keras.layers.Dense(1, dtype=self.dtype_policy, name="head")
+        super().__init__(units, activation, head_units=1, **kwargs)
 
     def build(self, input_shape):
-        shape = (None, 1)
-        for layer in self.hidden:
-            if not layer.built:
-                layer.build(shape)
-            shape = (None, layer.units)
-        if not self.head.built:
-            self.head.build(shape)
+        self._build_stack(1)
 
     def call(self, inputs):
-        h = ops.expand_dims(inputs, -1)
-        for layer in self.hidden:
-            h = layer(h)
-        return ops.squeeze(self.head(h), -1)
+        return ops.squeeze(self._run_stack(ops.expand_dims(inputs, -1)), -1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self):
-        return {**super().get_config(), "units": list(self.units), "activation": self.activation}
-
 
 @keras.saving.register_keras_serializable(package="dab_keras", name="AxisMLP")
-class AxisMLP(keras.layers.Layer):
+class AxisMLP(_MLP):
     """A dense tanh MLP over the last axis whose output is reshaped to `output_shape`.
 
     The default DAB approximator of `ArgMax`, `Sort`, `TopK` (over the op's axis, moved last) and
@@ -79,30 +89,14 @@ class AxisMLP(keras.layers.Layer):
     """
 
     def __init__(self, output_shape, units=(128,), activation="tanh", **kwargs):
-        super().__init__(**kwargs)
         self.target_shape = tuple(int(d) for d in output_shape)
-        self.units = _check_units(units)
-        self.activation = activation
-        self.hidden = [
-            keras.layers.Dense(u, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}")
-            for i, u in enumerate(self.units)
-        ]
-        self.head = keras.layers.Dense(math.prod(self.target_shape), dtype=self.dtype_policy, name="head")
+        super().__init__(units, activation, head_units=math.prod(self.target_shape), **kwargs)
 
     def build(self, input_shape):
-        shape = (None, input_shape[-1])
-        for layer in self.hidden:
-            if not layer.built:
-                layer.build(shape)
-            shape = (None, layer.units)
-        if not self.head.built:
-            self.head.build(shape)
+        self._build_stack(input_shape[-1])
 
     def call(self, inputs):
-        h = inputs
-        for layer in self.hidden:
-            h = layer(h)
-        h = self.head(h)
+        h = self._run_stack(inputs)
         if len(self.target_shape) == 1:
             return h
         lead = ops.shape(inputs)[:-1]
@@ -112,12 +106,7 @@ class AxisMLP(keras.layers.Layer):
         return (*input_shape[:-1], *self.target_shape)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "output_shape": list(self.target_shape),
-            "units": list(self.units),
-            "activation": self.activation,
-        }
+        return {**super().get_config(), "output_shape": list(self.target_shape)}
 
 
 class ApproximationError(keras.metrics.Metric):
