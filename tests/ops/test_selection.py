@@ -247,6 +247,19 @@ def test_soft_top_k_sums_to_k(rng, tau):
         np.testing.assert_allclose(y.sum(axis=-1), k, atol=1e-3)
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+@pytest.mark.parametrize("tau", [0.01, 1.0])
+def test_soft_top_k_sums_to_k_across_input_scales(rng, scale, tau):
+    # The bisection bracket depends on the gap between the k-th and (k+1)-th values and on τ, not on
+    # the range of x: tiny and huge inputs, with a wide gap at k, must still give a mask summing to k.
+    x = (scale * rng.normal(size=(3, 64))).astype("float32")
+    x[1, :8] += 50.0 * scale  # a large gap after the 8th value
+    for k in (1, 8, 63):
+        y = np.asarray(dab_ops.soft_top_k(x, k, tau * scale))
+        np.testing.assert_allclose(y.sum(axis=-1), k, atol=1e-3)
+        assert np.isfinite(y).all()
+
+
 def test_soft_top_k_sums_to_k_along_other_axes(rng):
     x = rng.normal(size=(2, 5, 3)).astype("float32")
     y = np.asarray(dab_ops.soft_top_k(x, 2, 0.2, axis=1))
