@@ -44,7 +44,11 @@ class DAB(DiscreteLayer):
     """
 
     def __init__(self, hard_fn, approximator=None, gamma=10.0, **kwargs):
-        kwargs.pop("estimator", None)
+        if "estimator" in kwargs:
+            raise ValueError(
+                "The DAB layer always uses the DAB estimator; set `approximator` and `gamma` instead, or use "
+                f"another layer for other estimators. Received: estimator={kwargs['estimator']!r}"
+            )
         if isinstance(hard_fn, (str, dict)):
             hard_fn = keras.saving.deserialize_keras_object(hard_fn)
         if not callable(hard_fn):

@@ -123,3 +123,8 @@ def test_save_and_reload_in_safe_mode(x, tmp_path, custom):
     upstream = np.ones_like(x)
     _, grad = helpers.training_vjp(bridge, x, upstream)
     np.testing.assert_allclose(grad, vjp(lambda t: bridge.approximator(t), x, upstream), rtol=1e-5, atol=1e-6)
+
+
+def test_estimator_argument_is_refused():
+    with pytest.raises(ValueError, match="always uses the DAB estimator.*Received: estimator='relaxed'"):
+        layers.DAB(staircase, estimator="relaxed")
