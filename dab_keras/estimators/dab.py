@@ -8,7 +8,7 @@ from dab_keras.estimators.base import Estimator, bridge
 
 
 def approximator_output(approximator, x):
-    """Runs `approximator` on `x` with its weights held constant: gradient flows to `x` only.
+    r"""Runs `approximator` on `x` with its weights held constant: gradient flows to `x` only.
 
     The approximator is called through `stateless_call` with stop-gradient copies of its trainable
     weights, so the result's vector-Jacobian product is $J_g(x)^\top u$ and no task gradient reaches
