@@ -158,7 +158,11 @@ class DiscreteLayer(keras.layers.Layer):
         # Symbolic calls (functional models) use the output shape without running `call`, so the dtype
         # check of `op_inputs` is repeated here to fail when the model is built, not at `fit`.
         self.check_input_dtype(inputs)
-        return super().compute_output_spec(inputs, training=training)
+        return self.output_spec(inputs)
+
+    def output_spec(self, inputs):
+        """The symbolic output for `inputs`; override for outputs other than one compute-dtype tensor."""
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
 
     def _estimator_config(self):
         config = estimators_lib.serialize(self.estimator)

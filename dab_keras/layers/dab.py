@@ -63,21 +63,17 @@ class DAB(DiscreteLayer):
         return self.hard_fn(x)
 
     def default_approximator(self, shape):
-        spec = self.hard_fn(keras.KerasTensor(shape, dtype="float32"))
-        if len(spec.shape) != len(shape) or tuple(spec.shape[:-1])[1:] != tuple(shape[:-1])[1:]:
+        out_shape = self.compute_output_shape(shape)
+        if len(out_shape) != len(shape) or tuple(out_shape[:-1])[1:] != tuple(shape[:-1])[1:]:
             raise ValueError(
                 "The default approximator maps the last axis only, so `hard_fn` must keep the leading "
                 f"axes; pass `approximator=` for this function. Received: input shape {shape}, "
-                f"hard_fn output shape {spec.shape}"
+                f"hard_fn output shape {out_shape}"
             )
-        return AxisMLP((spec.shape[-1],), dtype=self.dtype_policy, name="approximator")
+        return AxisMLP((out_shape[-1],), dtype=self.dtype_policy, name="approximator")
 
     def compute_output_shape(self, input_shape):
         return tuple(self.hard_fn(keras.KerasTensor(tuple(input_shape), dtype="float32")).shape)
-
-    def compute_output_spec(self, inputs, training=None):
-        self.check_input_dtype(inputs)
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -103,8 +103,7 @@ class Sort(DiscreteLayer):
         n = input_shape[axis]
         return tuple(input_shape[:axis]) + tuple(input_shape[axis + 1 :]) + (n, n)
 
-    def compute_output_spec(self, inputs, training=None):
-        self.check_input_dtype(inputs)
+    def output_spec(self, inputs):
         dtype = "int32" if self.output_mode == "indices" else self.compute_dtype
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=dtype)
 

@@ -121,8 +121,7 @@ class VectorQuantize(DiscreteLayer):
         input_shape = tuple(input_shape)
         return (input_shape, input_shape[:-1]) if self.return_indices else input_shape
 
-    def compute_output_spec(self, inputs, training=None):
-        self.check_input_dtype(inputs)
+    def output_spec(self, inputs):
         out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         if self.return_indices:
             return out, keras.KerasTensor(inputs.shape[:-1], dtype="int32")

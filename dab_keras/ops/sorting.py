@@ -63,8 +63,8 @@ def permutation_matrix(x, direction="ascending"):
     """
     x = ops.convert_to_tensor(x)
     matrix = ops.one_hot(argsort(x, direction), x.shape[-1], dtype=x.dtype)
-    bad = ops.expand_dims(ops.any(ops.isnan(x), axis=-1, keepdims=True), -1)
-    return ops.where(bad, ops.full_like(matrix, float("nan")), matrix)
+    # x as a column (..., n, 1): its NaN flag over axis -2 broadcasts over the whole (n, n) matrix.
+    return flag_nan_slices(ops.expand_dims(x, -1), matrix, axis=-2)
 
 
 def sort(x, direction="ascending"):
