@@ -2,9 +2,17 @@
 
 Installed as `dab_keras.zoo` (the source lives in the repository's top-level `zoo/` folder).
 
+- `list_models()`, `train`, `evaluate`: the registry and the trainer behind the `dab-zoo` command.
 - `data`: MNIST from TensorFlow Datasets or a local `.npz`, binarization, synthetic sorting batches.
+- `weights`: shipped weight files, manifests and sha256 checks.
 """
 
-from dab_keras.zoo import data
+from dab_keras.zoo import data, registry, weights
+from dab_keras.zoo import sorter as _sorter
+from dab_keras.zoo.registry import list_models
+from dab_keras.zoo.sorter import Sorter
 
-__all__ = ["data"]
+registry.register(_sorter.SorterTask())
+
+from dab_keras.zoo.training import evaluate, train  # noqa: E402
+

@@ -1,0 +1,116 @@
+"""Weight files: manifests, sha256 and configuration checks, pretrained lookup, shipped files."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import dab_keras as dk
+from dab_keras import zoo
+from dab_keras.zoo import Sorter, data, registry
+from dab_keras.zoo import weights as zoo_weights
+
+TINY = {"length": 5, "hidden_units": (8,), "latent_units": 12, "approximator_units": (4,)}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dab_run")
+    result = zoo.train(
+        "sorter", estimator="dab", samples=1024, batch_size=256, output_dir=out, verbose=0, config=TINY
+    )
+    return result
+
+
+def test_train_writes_weights_and_a_complete_manifest(run):
+    manifest = zoo_weights.read_manifest(run["manifest"])
+    assert run["weights"].name == "sorter-dab.weights.h5" == manifest["weights"]
+    assert manifest["sha256"] == data.sha256(run["weights"])
+    assert manifest["model"] == "sorter" and manifest["estimator"] == "dab"
+    assert manifest["config"] == {
+        "length": 5, "hidden_units": [8], "latent_units": 12, "margin": 0.5, "approximator_units": [4],
+        "estimator": "dab",
+    }
+    assert manifest["command"].startswith("dab-zoo train sorter --estimator dab --samples 1024")
+    assert manifest["samples_seen"] == 1024 and manifest["steps"] == 4 and manifest["seed"] == 0
+    assert set(manifest["metrics"]) >= {"all_or_none_accuracy", "per_position_accuracy", "loss"}
+    assert "U(0, 1)" in manifest["data"]
+
+
+def test_weights_load_back_with_identical_predictions(run):
+    x, _ = data.sort_batch(32, 5, seed=0)
+    expected = run["model"].predict(x, verbose=0)
+    loaded = Sorter(estimator="dab", weights=run["weights"], **TINY)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+
+
+def test_include_top_false_keeps_the_trained_encoder(run):
+    x, _ = data.sort_batch(16, 5, seed=2)
+    base = Sorter(estimator="dab", weights=run["weights"], include_top=False, **TINY)
+    full = run["model"]
+    np.testing.assert_array_equal(
+        base.predict(x, verbose=0), full.get_layer("sign")(full.get_layer("latent")(
+            full.get_layer("hidden_0")(x)))
+    )
+
+
+def test_a_changed_file_fails_its_sha256_check(run, tmp_path):
+    copy = tmp_path / run["weights"].name
+    shutil.copy(run["weights"], copy)
+    shutil.copy(run["manifest"], zoo_weights.manifest_path(copy))
+    with open(copy, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        Sorter(estimator="dab", weights=copy, **TINY)
+
+
+def test_a_different_configuration_is_named_in_the_error(run):
+    with pytest.raises(ValueError, match=r"latent_units=16 \(weights: 12\)"):
+        Sorter(estimator="dab", weights=run["weights"], **{**TINY, "latent_units": 16})
+    with pytest.raises(ValueError, match=r"estimator='straight_through' \(weights: 'dab'\)"):
+        Sorter(estimator="straight_through", weights=run["weights"], **TINY)
+
+
+def test_weights_without_manifest_that_do_not_fit_give_a_clear_error(run, tmp_path):
+    lone = tmp_path / "lone.weights.h5"
+    shutil.copy(run["weights"], lone)  # no manifest beside it: only Keras's own check remains
+    with pytest.raises(ValueError, match="do not fit this sorter"):
+        Sorter(estimator="dab", weights=lone, **{**TINY, "latent_units": 16})
+
+
+def test_weights_argument_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No file at"):
+        Sorter(weights=tmp_path / "missing.weights.h5")
+    with pytest.raises(ValueError, match="`weights` must be"):
+        Sorter(weights=1.5)
+    with pytest.raises(ValueError, match="custom estimator object has no shipped weights"):
+        Sorter(estimator=dk.estimators.StraightThrough(clip_value=1.0), weights="pretrained")
+
+
+def test_missing_pretrained_weights_list_what_ships(monkeypatch, tmp_path):
+    monkeypatch.setattr(zoo_weights, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"No pretrained weights ship for model 'sorter' with estimator='relaxed'"):
+        Sorter(estimator="relaxed")
+
+
+def test_manifest_path_pairs_with_the_weights_file(tmp_path):
+    assert zoo_weights.manifest_path(tmp_path / "a-b.weights.h5") == tmp_path / "a-b.json"
+    path = zoo_weights.write_manifest(_touch(tmp_path / "m.weights.h5"), model="sorter", metrics={"x": 1.0})
+    assert json.loads(path.read_text())["sha256"] == data.sha256(tmp_path / "m.weights.h5")
+
+
+def _touch(path):
+    path.write_bytes(b"weights")
+    return path
+
+
+@pytest.mark.parametrize("manifest", zoo_weights.shipped_manifests(), ids=lambda m: m["weights"])
+def test_shipped_weights_match_their_manifest_and_load(manifest):
+    path = zoo_weights.WEIGHTS_DIR / manifest["weights"]
+    assert data.sha256(path) == manifest["sha256"]
+    assert manifest["command"].startswith(f"dab-zoo train {manifest['model']} --estimator {manifest['estimator']}")
+    assert {"metrics", "data", "seed", "samples_seen", "config"} <= set(manifest)
+    task = registry.get(manifest["model"])
+    model = task.build(manifest["estimator"], weights="pretrained")
+    assert model.count_params() > 0

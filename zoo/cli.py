@@ -1,0 +1,218 @@
+"""`dab-zoo`: list, train, evaluate and demo the zoo's models from the command line.
+
+    dab-zoo list
+    dab-zoo train sorter --estimator dab --samples 400000000 --batch-size 1024 --lr 2e-3
+    dab-zoo evaluate sorter --estimator straight_through
+    dab-zoo demo
+
+Run `dab-zoo COMMAND --help` for each command's options. Errors in the arguments print one line and exit
+with status 2.
+"""
+
+import argparse
+import os
+import sys
+
+_BACKENDS = ("tensorflow", "jax")
+_ESTIMATORS = ("dab", "straight_through", "relaxed")
+
+
+def _positive_int(text):
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _common(parser):
+    parser.add_argument(
+        "--backend", choices=_BACKENDS, help="Keras backend (sets KERAS_BACKEND; default: Keras's own)"
+    )
+    parser.add_argument(
+        "--data",
+        default="tfds",
+        help="MNIST source for MNIST models: 'tfds' (TensorFlow Datasets, the default) or a path to a .npz "
+        "in Keras's mnist.npz layout",
+    )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="dab-zoo",
+        description="Pretrained dab_keras models: list them, train them, evaluate them, or run a demo.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list the models and their shipped weights")
+    p.add_argument("--backend", choices=_BACKENDS, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("train", help="train a model from scratch with its recipe")
+    p.add_argument("model", help="model name (see `dab-zoo list`)")
+    p.add_argument("--estimator", choices=_ESTIMATORS, help="gradient estimator (default: the model's)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive_int, help="epochs to train")
+    length.add_argument(
+        "--samples", type=_positive_int, help="training examples to see (e.g. 4e8); default: the recipe's"
+    )
+    p.add_argument("--batch-size", type=_positive_int, help="global batch size (default: the recipe's)")
+    p.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialization and data (default: 0)")
+    jit = p.add_mutually_exclusive_group()
+    jit.add_argument("--jit", dest="jit", action="store_true", default=None, help="XLA-compile training")
+    jit.add_argument("--no-jit", dest="jit", action="store_false", help="do not XLA-compile training")
+    p.add_argument(
+        "--strategy",
+        choices=("mirrored",),
+        help="tf.distribute strategy: 'mirrored' replicates over the visible GPUs (or --cpu-devices)",
+    )
+    p.add_argument(
+        "--cpu-devices",
+        type=_positive_int,
+        help="split the CPU into N logical devices (to run --strategy mirrored without GPUs)",
+    )
+    p.add_argument("--steps-per-execution", type=_positive_int, help="steps per compiled call")
+    p.add_argument(
+        "--steps-per-epoch", type=_positive_int, help="steps per epoch of synthetic data (default: the recipe's)"
+    )
+    p.add_argument("--output", help="run folder (default: dab_zoo_runs/MODEL-ESTIMATOR)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="evaluate pretrained (or given) weights on the test set")
+    p.add_argument("model", help="model name (see `dab-zoo list`)")
+    p.add_argument("--estimator", choices=_ESTIMATORS, help="estimator of the weights (default: the model's)")
+    p.add_argument("--weights", default="pretrained", help="'pretrained' (default) or a .weights.h5 path")
+    _common(p)
+
+    p = sub.add_parser(
+        "demo",
+        help="evaluate the pretrained sorter, then train DAB and straight-through sorters for about a minute",
+    )
+    p.add_argument(
+        "--samples", type=_positive_int, default=3_000_000, help="training sequences per estimator (default: 3e6)"
+    )
+    p.add_argument("--jit", dest="jit", action="store_true", default=None, help="XLA-compile training")
+    p.add_argument("--no-jit", dest="jit", action="store_false", help="do not XLA-compile training")
+    p.add_argument("--backend", choices=_BACKENDS, help="Keras backend (sets KERAS_BACKEND)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _table(rows, columns):
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
+    return "\n".join(lines)
+
+
+def _fmt(value):
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _verbosity(args):
+    # Progress bars on a terminal, one line per epoch in a log file.
+    if args.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _cmd_list(args):
+    from dab_keras import zoo
+
+    rows = [
+        {**r, "pretrained": ", ".join(r["pretrained"]) or "-"} for r in zoo.registry.describe()
+    ]
+    print(_table(rows, ["name", "default_estimator", "pretrained", "description"]))
+
+
+def _cmd_train(args, argv):
+    if args.cpu_devices:
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices
+        )
+    from dab_keras import zoo
+
+    result = zoo.train(
+        args.model,
+        estimator=args.estimator,
+        samples=args.samples,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        jit_compile=args.jit,
+        strategy=args.strategy,
+        seed=args.seed,
+        output_dir=args.output,
+        resume=args.resume,
+        data=args.data,
+        verbose=_verbosity(args),
+        steps_per_execution=args.steps_per_execution,
+        steps_per_epoch=args.steps_per_epoch,
+        command=" ".join(["dab-zoo", *argv]),
+    )
+    print(f"weights: {result['weights']}\nmanifest: {result['manifest']}")
+    for k, v in result["metrics"].items():
+        print(f"{k}: {_fmt(v)}")
+
+
+def _cmd_evaluate(args):
+    from dab_keras import zoo
+
+    metrics = zoo.evaluate(args.model, weights=args.weights, estimator=args.estimator, data=args.data)
+    for k, v in metrics.items():
+        print(f"{k}: {_fmt(v)}")
+
+
+def _cmd_demo(args):
+    from dab_keras.zoo import demo
+
+    demo.run(samples=args.samples, jit_compile=args.jit, verbose=_verbosity(args))
+
+
+def main(argv=None):
+    """Entry point of the `dab-zoo` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backend and os.environ.get("KERAS_BACKEND") != args.backend:
+        # Keras reads the backend once, when it is first imported: start again with it set.
+        os.environ["KERAS_BACKEND"] = args.backend
+        os.execv(sys.executable, [sys.executable, "-m", "dab_keras.zoo.cli", *argv])
+    try:
+        if args.command == "list":
+            _cmd_list(args)
+        elif args.command == "train":
+            _cmd_train(args, argv)
+        elif args.command == "evaluate":
+            _cmd_evaluate(args)
+        elif args.command == "demo":
+            _cmd_demo(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        parser.exit(2, f"dab-zoo {args.command}: error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "dab-zoo: interrupted (a train run continues with --resume)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

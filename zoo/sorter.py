@@ -1,0 +1,260 @@
+"""`Sorter`: the DAB paper's 10-sort signum-dense network.
+
+A sequence of L floats from U(0, 1) goes through a tanh MLP 10 → 128 → 128 → 256, a `Sign(margin=0.5)`
+bottleneck trained with the chosen estimator, and a dense layer to L·L logits, reshaped to (L, L): row i
+scores which input index holds the i-th smallest value. The target is the argsort of the input; the loss is
+the cross-entropy of each row, summed over the L rows; "all-or-none" accuracy counts a sequence right only
+when its whole permutation is right.
+
+Reference: Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation
+Bridges", 2019, arXiv:1905.03658 (and its code, apple/ml-dab, which reports 94.2 % all-or-none accuracy
+after about 4.3 B training sequences).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+import dab_keras as dk
+from dab_keras import _validation
+from dab_keras.zoo import data as zoo_data
+from dab_keras.zoo import task as zoo_task
+from dab_keras.zoo import weights as zoo_weights
+
+#: Seed of the fixed test set (NumPy's generator; training sequences come from another generator).
+TEST_SEED = 20190510
+TEST_SIZE = 100_000
+
+
+@keras.saving.register_keras_serializable(package="dab_keras.zoo", name="sorting_loss")
+def sorting_loss(y_true, y_pred):
+    """Cross-entropy of each of the L rows of logits against the argsort target, summed over the rows.
+
+    Args:
+        y_true: int `(B, L)` targets (the argsort of the input).
+        y_pred: float `(B, L, L)` logits.
+
+    Returns:
+        float `(B,)` losses.
+    """
+    per_row = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+    return ops.sum(per_row, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="dab_keras.zoo", name="all_or_none_accuracy")
+def all_or_none_accuracy(y_true, y_pred):
+    """1.0 for each sequence whose predicted permutation (row-wise argmax) equals the target, else 0.0."""
+    hit = ops.equal(ops.cast(y_true, "int32"), ops.cast(ops.argmax(y_pred, axis=-1), "int32"))
+    return ops.cast(ops.all(hit, axis=-1), "float32")
+
+
+@keras.saving.register_keras_serializable(package="dab_keras.zoo", name="per_position_accuracy")
+def per_position_accuracy(y_true, y_pred):
+    """Fraction of the L positions of each sequence whose predicted index is right."""
+    hit = ops.equal(ops.cast(y_true, "int32"), ops.cast(ops.argmax(y_pred, axis=-1), "int32"))
+    return ops.mean(ops.cast(hit, "float32"), axis=-1)
+
+
+def _estimator(estimator, latent_units, approximator_units):
+    if isinstance(estimator, str) and zoo_task.estimator_key(estimator) == "dab":
+        # A dense approximator over the whole code (the reference's "batch" approximator): much cheaper
+        # per sample than an element-wise MLP over 256 features.
+        return dk.estimators.DAB(
+            approximator=dk.layers.AxisMLP((latent_units,), units=approximator_units, name="approximator")
+        )
+    return estimator
+
+
+def Sorter(
+    estimator="dab",
+    length=10,
+    hidden_units=(128, 128),
+    latent_units=256,
+    margin=0.5,
+    approximator_units=(128,),
+    include_top=True,
+    weights="pretrained",
+    name="sorter",
+):
+    """Builds the signum-dense sorter: `(B, L)` floats → `(B, L, L)` logits.
+
+    Args:
+        estimator: `"dab"`, `"straight_through"`, `"relaxed"` or an `Estimator` for the `Sign` layer.
+            Defaults to `"dab"` (with a dense approximator of `approximator_units` over the code).
+        length: Sequence length L >= 2. Defaults to `10`.
+        hidden_units: Widths of the tanh layers before the code. Defaults to `(128, 128)`.
+        latent_units: Width of the tanh layer binarized by `Sign`. Defaults to `256`.
+        margin: `Sign` margin (values within it map to 0). Defaults to `0.5`.
+        approximator_units: Hidden widths of the DAB approximator. Defaults to `(128,)`.
+        include_top: If `False`, the model ends at the `(B, latent_units)` code in {-1, 0, 1}.
+            Defaults to `True`.
+        weights: `"pretrained"` (shipped weights for `estimator`), `None`, or a `.weights.h5` path.
+            Defaults to `"pretrained"`.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` (uncompiled).
+
+    Example:
+    >>> from dab_keras.zoo import Sorter, data
+    >>> model = Sorter()  # pretrained DAB weights
+    >>> x, y = data.sort_batch(4, seed=0)
+    >>> logits = model.predict(x, verbose=0)
+    >>> logits.shape
+    (4, 10, 10)
+    """
+    length = _validation.check_int("length", length, 2)
+    latent_units = _validation.check_int("latent_units", latent_units, 1)
+    hidden_units = tuple(_validation.check_int("hidden_units", u, 1) for u in _as_tuple(hidden_units))
+    approximator_units = tuple(
+        _validation.check_int("approximator_units", u, 1) for u in _as_tuple(approximator_units)
+    )
+    key = zoo_task.estimator_key(estimator)
+    inputs = keras.Input((length,), name="sequence")
+    h = inputs
+    for i, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation="tanh", name=f"hidden_{i}")(h)
+    h = keras.layers.Dense(latent_units, activation="tanh", name="latent")(h)
+    code = dk.layers.Sign(
+        margin=margin, estimator=_estimator(estimator, latent_units, approximator_units), name="sign"
+    )(h)
+    outputs = code
+    if include_top:
+        scores = keras.layers.Dense(length * length, name="scores")(code)
+        outputs = keras.layers.Reshape((length, length), name="logits")(scores)
+    model = keras.Model(inputs, outputs, name=name)
+    config = {
+        "length": length,
+        "hidden_units": list(hidden_units),
+        "latent_units": latent_units,
+        "margin": float(margin),
+        "approximator_units": list(approximator_units),
+    }
+    if not include_top and weights is not None:
+        # Load the full model's weights, then keep the layers up to the code.
+        full = Sorter(estimator, include_top=True, weights=weights, name=name, **_args(config))
+        for layer in model.layers:
+            if layer.weights:
+                layer.set_weights(full.get_layer(layer.name).get_weights())
+        return model
+    zoo_weights.load(model, weights, "sorter", key, config)
+    return model
+
+
+def _args(config):
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
+def _as_tuple(units):
+    return (units,) if isinstance(units, int) else tuple(units)
+
+
+def test_set(length=10, size=TEST_SIZE, seed=TEST_SEED):
+    """The fixed test set: `size` sequences (NumPy generator seeded with `seed`) and their argsort."""
+    return zoo_data.sort_batch(size, length, seed=seed)
+
+
+class SortingSequences(keras.utils.PyDataset):
+    """Endless fresh sorting batches for `model.fit` without TensorFlow (e.g. on the JAX backend).
+
+    Batch `i` of epoch `e` is drawn from NumPy's generator seeded with `(seed, e, i)`, so a run is
+    reproducible and a resumed run continues with new sequences.
+    """
+
+    def __init__(self, batch_size, length, steps_per_epoch, seed=0, initial_epoch=0, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_size, self.length, self.steps, self.seed = batch_size, length, steps_per_epoch, seed
+        self.epoch = initial_epoch
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        return zoo_data.sort_batch(self.batch_size, self.length, seed=[self.seed, self.epoch, index])
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def tf_sorting_dataset(batch_size, length, seed=0, initial_step=0):
+    """Endless fresh sorting batches as a `tf.data.Dataset` (stateless random numbers, prefetched).
+
+    Batch `n` is `tf.random.stateless_uniform` with seed `(seed, n)`; targets are its stable argsort.
+    """
+    import tensorflow as tf
+
+    def batch(n):
+        x = tf.random.stateless_uniform((batch_size, length), seed=tf.stack([tf.cast(seed, tf.int64), n]))
+        return x, tf.argsort(x, axis=-1, stable=True)
+
+    return tf.data.Dataset.counter(initial_step).map(batch).prefetch(tf.data.AUTOTUNE)
+
+
+class SorterTask(zoo_task.Task):
+    """Training recipe of the sorter: fresh sequences every step, Adam with warm-up and cosine decay."""
+
+    name = "sorter"
+    constructor = staticmethod(Sorter)
+    description = "10-sort signum-dense network (DAB paper): (B, 10) floats -> (B, 10, 10) logits"
+    batch_size = 1024
+    learning_rate = 2e-3
+    warmup_steps = 1000
+    samples = 400_000_000
+    steps_per_execution = 50
+    headline_metric = "all_or_none_accuracy"
+    #: Steps that make one (synthetic) epoch.
+    steps_per_epoch = 1000
+
+    def build(self, estimator, weights=None, **config):
+        return Sorter(estimator=estimator, weights=weights, **config)
+
+    def train_data(self, batch_size, seed, data=None, initial_epoch=0, length=10):
+        steps = self.steps_per_epoch
+        if keras.backend.backend() == "tensorflow":
+            x = tf_sorting_dataset(batch_size, length, seed, initial_step=initial_epoch * steps)
+        else:
+            x = SortingSequences(batch_size, length, steps, seed=seed, initial_epoch=initial_epoch)
+        return zoo_task.TrainData(
+            x=x,
+            steps_per_epoch=steps,
+            epoch_size=steps * batch_size,
+            description=f"fresh sequences of {length} floats from U(0, 1) every step, seed {seed}",
+        )
+
+    def data_kwargs(self, config):
+        return {"length": config.get("length", 10)}
+
+    def loss(self):
+        return sorting_loss
+
+    def metrics(self):
+        return [
+            keras.metrics.MeanMetricWrapper(all_or_none_accuracy, name="all_or_none_accuracy"),
+            keras.metrics.MeanMetricWrapper(per_position_accuracy, name="per_position_accuracy"),
+        ]
+
+    def evaluate(self, model, data=None, batch_size=None, verbose=0, size=TEST_SIZE):
+        length = model.input_shape[-1]
+        x, y = test_set(length, size)
+        logits = model.predict(x, batch_size=batch_size or 10_000, verbose=verbose)
+        pred = np.argmax(logits, axis=-1)
+        per_row = logits - logits.max(-1, keepdims=True)
+        log_probs = per_row - np.log(np.exp(per_row).sum(-1, keepdims=True))
+        nll = -np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0].sum(-1)
+        return {
+            "all_or_none_accuracy": float((pred == y).all(-1).mean()),
+            "per_position_accuracy": float((pred == y).mean()),
+            "loss": float(nll.mean()),
+            "test_sequences": int(size),
+        }
+
+    def demo_batch(self):
+        x, y = zoo_data.sort_batch(3, seed=7)
+        return x, y
+
+
+def samples_to_steps(samples, batch_size):
+    """Number of steps that see at least `samples` sequences."""
+    return int(math.ceil(samples / batch_size))
