@@ -2,17 +2,22 @@
 
 Installed as `dab_keras.zoo` (the source lives in the repository's top-level `zoo/` folder).
 
+- Models: `Sorter` (the DAB paper's 10-sort network), `MNISTClassifier` (a CNN with a binary code).
 - `list_models()`, `train`, `evaluate`: the registry and the trainer behind the `dab-zoo` command.
 - `data`: MNIST from TensorFlow Datasets or a local `.npz`, binarization, synthetic sorting batches.
 - `weights`: shipped weight files, manifests and sha256 checks.
 """
 
+from dab_keras.zoo import classifier as _classifier
 from dab_keras.zoo import data, registry, weights
 from dab_keras.zoo import sorter as _sorter
+from dab_keras.zoo.classifier import MNISTClassifier
 from dab_keras.zoo.registry import list_models
 from dab_keras.zoo.sorter import Sorter
 
 registry.register(_sorter.SorterTask())
+registry.register(_classifier.ClassifierTask())
 
 from dab_keras.zoo.training import evaluate, train  # noqa: E402
 
+__all__ = ["MNISTClassifier", "Sorter", "data", "evaluate", "list_models", "registry", "train", "weights"]

@@ -77,8 +77,11 @@ class DAB(Estimator):
         self.gamma = _validation.check_non_negative_float("gamma", gamma)
 
     def __call__(self, op, x, hard, temperature):
-        error = approximation_error(op.approximator, x, hard)
-        op.add_approximation_loss(self.gamma * error, error)
+        if op.approximator.trainable:
+            # A frozen approximator (e.g. a frozen pretrained layer) keeps bridging gradients but is
+            # not fitted any more, so it adds no loss and records no error.
+            error = approximation_error(op.approximator, x, hard)
+            op.add_approximation_loss(self.gamma * error, error)
         return bridge(hard, approximator_output(op.approximator, x))
 
     def __repr__(self):

@@ -222,6 +222,19 @@ def test_dab_loss_trains_the_approximator_only(rng):
     assert np.abs(grads[g.kernel.path]).max() > 1e-3
 
 
+def test_frozen_dab_layer_still_bridges_but_adds_no_loss(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer, g = make_dab_sign(x, gamma=2.5)
+    trainable = gradients.layer_gradients(layer, x, upstream)
+    layer.trainable = False
+    frozen = gradients.layer_gradients(layer, x, upstream)
+    assert frozen["losses"] == [] and len(trainable["losses"]) == 1
+    np.testing.assert_array_equal(frozen["output"], trainable["output"])
+    np.testing.assert_allclose(frozen["grad_x"], trainable["grad_x"], rtol=1e-6)
+    assert np.abs(frozen["grad_x"]).max() > 1e-4
+
+
 def test_dab_default_approximator_gradient_on_argmax(rng):
     x = rng.normal(size=(2, 5)).astype("float32")
     upstream = rng.normal(size=x.shape).astype("float32")
