@@ -219,6 +219,7 @@ class SorterTask(zoo_task.Task):
         return zoo_task.TrainData(
             x=x,
             steps_per_epoch=steps,
+            synthetic=True,
             epoch_size=steps * batch_size,
             description=f"fresh sequences of {length} floats from U(0, 1) every step, seed {seed}",
         )

@@ -43,7 +43,11 @@ class TrainData:
 
     x: object
     y: object = None
+    #: Steps of one epoch (`None`: Keras derives it from the arrays and the batch size).
     steps_per_epoch: int | None = None
+    #: Whether the data is generated without end (runs are measured in samples, epochs are arbitrary
+    #: chunks of `steps_per_epoch` steps) rather than a finite data set (runs are whole epochs).
+    synthetic: bool = False
     #: Number of training examples in one epoch.
     epoch_size: int = 0
     validation: object = None

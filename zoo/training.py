@@ -43,10 +43,14 @@ def default_jit_compile():
 
 
 def _strategy_scope(strategy):
-    if strategy in (None, "none", "default"):
+    if strategy is None:
         return None
+    if hasattr(strategy, "scope") and hasattr(strategy, "num_replicas_in_sync"):
+        return strategy  # a tf.distribute.Strategy, e.g. MultiWorkerMirroredStrategy
     if strategy != "mirrored":
-        raise ValueError(f"`strategy` must be None or 'mirrored'. Received: strategy={strategy!r}")
+        raise ValueError(
+            f"`strategy` must be None, 'mirrored' or a tf.distribute.Strategy. Received: strategy={strategy!r}"
+        )
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             "strategy='mirrored' uses tf.distribute and needs KERAS_BACKEND=tensorflow "
@@ -57,8 +61,13 @@ def _strategy_scope(strategy):
     return tf.distribute.MirroredStrategy()
 
 
-def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per_epoch=None):
-    """Returns `(epochs, steps_per_epoch)` of a run of `samples` examples or `epochs` epochs."""
+def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per_epoch=None, synthetic=False):
+    """Returns `(epochs, steps_per_epoch)` of a run of `samples` examples or `epochs` epochs.
+
+    Synthetic data: `samples` becomes steps of `batch_size`, grouped in epochs of `steps_per_epoch`
+    steps (one shorter epoch when the run is shorter than that). A data set of `epoch_size` examples:
+    `samples` rounds to whole epochs and `steps_per_epoch` stays as given.
+    """
     if samples is not None and epochs is not None:
         raise ValueError("Give either `samples` or `epochs`, not both.")
     if samples is None and epochs is None:
@@ -71,8 +80,8 @@ def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per
     samples = int(samples)
     if samples < batch_size:
         raise ValueError(f"`samples` must be at least the batch size ({batch_size}). Received: samples={samples}")
-    if steps_per_epoch is None:  # a finite data set: whole epochs
-        return max(1, round(samples / epoch_size)), None
+    if not synthetic:
+        return max(1, round(samples / epoch_size)), steps_per_epoch
     total_steps = math.ceil(samples / batch_size)
     if total_steps < steps_per_epoch:
         return 1, total_steps
@@ -110,8 +119,10 @@ def train(
         learning_rate: Peak learning rate (Adam, linear warm-up, cosine decay to zero). Defaults to the
             recipe's.
         jit_compile: XLA compilation. Defaults to `True` when a GPU is present, else `False`.
-        strategy: `None` or `"mirrored"` (`tf.distribute.MirroredStrategy` over the visible devices;
-            TensorFlow backend).
+        strategy: `None`, `"mirrored"` (`tf.distribute.MirroredStrategy` over the visible devices) or a
+            `tf.distribute.Strategy` instance; TensorFlow backend. For several machines, run the same
+            script on each with its `TF_CONFIG` set and pass
+            `tf.distribute.MultiWorkerMirroredStrategy()` (created first thing in the script).
         seed: Seed of initialization and data.
         output_dir: Folder of the run. Defaults to `dab_zoo_runs/<model>-<estimator>`.
         resume: Continue the run saved in `output_dir/backup` (same arguments) instead of starting over.
@@ -154,13 +165,13 @@ def train(
         batch_size, seed, data=data, initial_epoch=initial_epoch, **task.data_kwargs(config)
     )
     if steps_per_epoch is not None:
-        if train_data.steps_per_epoch is None:
+        if not train_data.synthetic:
             raise ValueError(f"`steps_per_epoch` applies to synthetic data only; {task.name} trains on a data set.")
         train_data.steps_per_epoch = _validation.check_int("steps_per_epoch", steps_per_epoch, 1)
     n_epochs, planned_steps = plan(
-        task, batch_size, samples, epochs, train_data.epoch_size, train_data.steps_per_epoch
+        task, batch_size, samples, epochs, train_data.epoch_size, train_data.steps_per_epoch, train_data.synthetic
     )
-    if planned_steps is not None:
+    if train_data.synthetic:
         train_data.steps_per_epoch = planned_steps
         if hasattr(train_data.x, "steps"):  # a PyDataset of synthetic batches
             train_data.x.steps = planned_steps
@@ -203,7 +214,7 @@ def train(
     if command is None:
         command = (
             f"dab-zoo train {task.name} --estimator {estimator} "
-            + (f"--samples {samples_seen} " if train_data.y is None else f"--epochs {n_epochs} ")
+            + (f"--samples {samples_seen} " if train_data.synthetic else f"--epochs {n_epochs} ")
             + f"--batch-size {batch_size} --lr {learning_rate:g} --seed {seed}"
             + (" --jit" if jit_compile else " --no-jit")
         )
@@ -225,7 +236,7 @@ def train(
         samples_per_second=round(samples_seen / seconds) if not resume else None,
         backend=keras.backend.backend(),
         jit_compile=bool(jit_compile),
-        strategy=strategy or None,
+        strategy=strategy if isinstance(strategy, str) or strategy is None else type(strategy).__name__,
         keras_version=keras.__version__,
         machine=platform.machine(),
         date=datetime.date.today().isoformat(),

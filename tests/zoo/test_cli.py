@@ -105,3 +105,14 @@ def test_backend_flag_restarts_under_that_backend(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((tmp_path / "sorter-dab.json").read_text())
     assert manifest["backend"] == "jax" and manifest["samples_seen"] == 1024
+
+
+def test_demo_trains_both_estimators_and_prints_a_table(capsys):
+    code, out, _ = _run(capsys, "demo", "--samples", "2048", "--quiet")
+    assert code == 0
+    table = out[out.index("Test accuracy on 100,000 fresh sequences"):].splitlines()
+    assert table[1].split() == ["estimator", "sequences", "all-or-none", "per-position", "sequences/s", "seconds"]
+    rows = [line.split() for line in table[2:4]]
+    assert [r[0] for r in rows] == ["dab", "straight_through"]
+    for r in rows:
+        assert r[1] == "2,048" and 0.0 <= float(r[2]) <= float(r[3]) <= 1.0

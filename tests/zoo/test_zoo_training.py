@@ -13,14 +13,15 @@ from dab_keras.zoo import registry, task, training
 
 def test_plan_turns_samples_into_whole_epochs_of_steps():
     sorter = registry.get("sorter")
-    assert training.plan(sorter, 1024, samples=400_000_000, steps_per_epoch=1000) == (391, 1000)
-    assert training.plan(sorter, 256, samples=1024, steps_per_epoch=1000) == (1, 4)
-    assert training.plan(sorter, 256, epochs=3, steps_per_epoch=10) == (3, 10)
+    assert training.plan(sorter, 1024, samples=400_000_000, steps_per_epoch=1000, synthetic=True) == (391, 1000)
+    assert training.plan(sorter, 256, samples=1024, steps_per_epoch=1000, synthetic=True) == (1, 4)
+    assert training.plan(sorter, 256, epochs=3, steps_per_epoch=10, synthetic=True) == (3, 10)
     assert training.plan(sorter, 100, samples=120_000, epoch_size=60_000) == (2, None)
+    assert training.plan(sorter, 100, samples=170_000, epoch_size=60_000, steps_per_epoch=600) == (3, 600)
     with pytest.raises(ValueError, match="either `samples` or `epochs`"):
         training.plan(sorter, 256, samples=1024, epochs=1, steps_per_epoch=10)
     with pytest.raises(ValueError, match="at least the batch size"):
-        training.plan(sorter, 256, samples=100, steps_per_epoch=10)
+        training.plan(sorter, 256, samples=100, steps_per_epoch=10, synthetic=True)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
