@@ -1,6 +1,7 @@
 """The zoo's MNIST classifier: shapes, the binary code, training, weight files, fine-tuning, errors."""
 
 import json
+import pathlib
 
 import keras
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 
 from dab_keras import zoo
 from dab_keras.zoo import classifier
-from dab_keras.zoo.classifier import MNISTClassifier
+from dab_keras.zoo import weights as zoo_weights
+from dab_keras.zoo.classifier import ClassifierTask, MNISTClassifier
 
 LAYER_NAMES = [
     "image",
@@ -207,3 +209,16 @@ def test_train_data_shifts_and_shuffles(tiny_mnist, monkeypatch):
         ]
         assert len(offsets) == 1
     np.testing.assert_array_equal(classifier.random_shift(images, 0, np.random.default_rng(0)), images)
+
+
+_SHARED_MNIST = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.npz"
+_SHIPPED = {m["estimator"]: m for m in zoo_weights.shipped_manifests("mnist_classifier")}
+
+
+@pytest.mark.skipif(not _SHARED_MNIST.is_file(), reason="no local copy of mnist.npz beside the checkout")
+@pytest.mark.parametrize("estimator", sorted(_SHIPPED))
+def test_pretrained_classifier_reproduces_its_manifest_on_real_mnist(estimator):
+    metrics = ClassifierTask().evaluate(MNISTClassifier(estimator=estimator), data=_SHARED_MNIST)
+    assert metrics["accuracy"] == pytest.approx(_SHIPPED[estimator]["metrics"]["accuracy"], abs=1e-4)
+    if estimator == "dab":
+        assert metrics["accuracy"] >= 0.99
