@@ -1,0 +1,239 @@
+"""The zoo's discrete VAE: shapes, the ELBO and IWAE against NumPy, dynamic binarization, train/load."""
+
+import math
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from dab_keras import zoo
+from dab_keras.zoo import vae
+
+SMALL = {"groups": 3, "categories": 4, "bits": 5, "hidden_units": (16,), "approximator_units": (8,)}
+
+
+def _small(latent="categorical", estimator="relaxed", **overrides):
+    return vae.DiscreteVAE(latent=latent, estimator=estimator, weights=None, **{**SMALL, **overrides})
+
+
+def _images(n, seed=0):
+    return (np.random.default_rng(seed).random((n, 28, 28, 1)) < 0.3).astype("float32")
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _fake_npz(path, n_train=40, n_test=12):
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, size=(n_train,), dtype=np.uint8),
+        x_test=rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
+        y_test=rng.integers(0, 10, size=(n_test,), dtype=np.uint8),
+    )
+    return path
+
+
+@pytest.mark.parametrize("latent", ["categorical", "binary"])
+def test_shapes_of_encode_decode_sample_and_bounds(latent):
+    model = _small(latent)
+    x = _images(5)
+    probs = _np(model.encode(x))
+    latent_shape = (3, 4) if latent == "categorical" else (5,)
+    assert probs.shape == (5, *latent_shape)
+    if latent == "categorical":
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    z = _np(model.prior_sample(7, seed=1))
+    assert z.shape == (7, *latent_shape)
+    if latent == "categorical":
+        np.testing.assert_array_equal(z.sum(-1), 1.0)
+    else:
+        assert set(np.unique(z)) <= {-1.0, 1.0}
+    assert _np(model.decode(z)).shape == (7, 28, 28, 1)
+    images = _np(model.sample(6, seed=2))
+    assert images.shape == (6, 28, 28, 1) and ((images > 0) & (images < 1)).all()
+    np.testing.assert_array_equal(images, _np(model.sample(6, seed=2)))
+    out = model(x)
+    assert tuple(out["logits"].shape) == (5, 28, 28, 1)
+    assert tuple(out["posterior_logits"].shape) == (5, *latent_shape)
+    assert _np(model.neg_elbo(x)).shape == (5,) and _np(model.neg_iwae(x, k=3)).shape == (5,)
+
+
+def _numpy_neg_elbo(model, x, seed):
+    """The single-sample negative ELBO from the model's weights in NumPy, with the model's noise."""
+
+    def dense(name, h, relu):
+        layer = model.get_layer(name)
+        h = h @ _np(layer.kernel) + _np(layer.bias)
+        return np.maximum(h, 0.0) if relu else h
+
+    h = x.reshape(len(x), -1)
+    h = dense("encoder_0", h, True)
+    logits = dense("posterior_logits", h, False).reshape(len(x), *model.latent_shape)
+    noise = _np(model.latent_noise(logits.shape, seed=seed))
+    if model.latent == "categorical":
+        z = np.eye(model.categories, dtype="float32")[np.argmax(logits + noise, -1)]
+        log_pi = logits - logits.max(-1, keepdims=True)
+        log_pi = log_pi - np.log(np.exp(log_pi).sum(-1, keepdims=True))
+        kl = (np.exp(log_pi) * log_pi).sum((-2, -1)) + model.groups * np.log(model.categories)
+    else:
+        z = np.where(logits + noise >= 0, 1.0, -1.0).astype("float32")
+        q = 1.0 / (1.0 + np.exp(-logits))
+        kl = (q * np.log(q) + (1 - q) * np.log(1 - q)).sum(-1) + model.bits * np.log(2.0)
+    a = dense("likelihood_logits", dense("decoder_0", z.reshape(len(x), -1), True), False)
+    rec = (np.logaddexp(0.0, a) - x.reshape(len(x), -1) * a).sum(-1)
+    return rec + kl, z
+
+
+@pytest.mark.parametrize("latent", ["categorical", "binary"])
+def test_neg_elbo_matches_numpy_for_a_fixed_sample(latent):
+    model = _small(latent)
+    x = _images(6, seed=3)
+    expected, z = _numpy_neg_elbo(model, x, seed=11)
+    np.testing.assert_allclose(_np(model.neg_elbo(x, seed=11)), expected, rtol=1e-4, atol=1e-3)
+    # The same seed gives the same hard sample; the sample is one-hot (or ±1).
+    drawn = _np(model.draw(model.posterior_logits(x), seed=11))
+    np.testing.assert_array_equal(drawn, z)
+    # The loss of `fit`/`evaluate` is the same quantity.
+    model.compile(optimizer="adam")
+    out = model(x)
+    loss = _np(model.compute_loss(x=x, y_pred=out, training=False))
+    assert abs(loss - model.neg_elbo_tracker.result()) < 1e-3
+
+
+def test_kl_is_zero_for_uniform_and_maximal_for_one_hot_posteriors():
+    groups, categories, bits = 30, 10, 7
+    zeros = np.zeros((2, groups, categories), "float32")
+    np.testing.assert_allclose(_np(vae.categorical_kl_to_uniform(zeros)), 0.0, atol=1e-4)
+    peaked = zeros.copy()
+    peaked[:, :, 3] = 200.0
+    np.testing.assert_allclose(_np(vae.categorical_kl_to_uniform(peaked)), groups * math.log(categories), rtol=1e-5)
+    np.testing.assert_allclose(_np(vae.bernoulli_kl_to_uniform(np.zeros((2, bits), "float32"))), 0.0, atol=1e-5)
+    signs = np.array([[60.0, -60.0, 60.0, 60.0, -60.0, -60.0, 60.0]], "float32")
+    np.testing.assert_allclose(_np(vae.bernoulli_kl_to_uniform(signs)), bits * math.log(2.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("latent", ["categorical", "binary"])
+def test_iwae_bound_is_tighter_than_the_elbo_on_average(latent):
+    model = _small(latent)
+    x = _images(8, seed=4)
+    elbo = np.mean([_np(model.neg_elbo(x, seed=s)).mean() for s in range(30)])
+    iwae = _np(model.neg_iwae(x, k=200, seed=0, chunk=50)).mean()
+    assert np.isfinite(iwae) and iwae <= elbo
+    # One sample of the IWAE is a (sampled-KL) ELBO: equal in expectation.
+    iwae_1 = np.mean([_np(model.neg_iwae(x, k=1, seed=s)).mean() for s in range(30)])
+    assert abs(iwae_1 - elbo) < 0.05 * elbo
+
+
+def test_dynamic_binarization_is_fresh_every_epoch_and_reproducible():
+    images = np.random.default_rng(0).random((10, 28, 28, 1)).astype("float32")
+    data = vae.DynamicallyBinarizedMNIST(images, batch_size=4, seed=5)
+    assert len(data) == 3
+    first = [data[i] for i in range(len(data))]
+    assert [len(b) for b in first] == [4, 4, 2]
+    assert set(np.unique(np.concatenate(first))) <= {0.0, 1.0}
+    np.testing.assert_array_equal(first[0], data[0])  # the same epoch and batch: the same sample
+    data.on_epoch_end()
+    second = np.concatenate([data[i] for i in range(len(data))])
+    assert not np.array_equal(np.concatenate(first), second)
+    # Every image once per epoch: the pixel means match the intensities within Bernoulli noise.
+    many = vae.DynamicallyBinarizedMNIST(np.full((3, 28, 28, 1), 0.25, "float32"), batch_size=3, seed=0)
+    means = []
+    for _ in range(20):
+        means.append(many[0].mean())
+        many.on_epoch_end()
+    assert abs(np.mean(means) - 0.25) < 0.01
+    with pytest.raises(IndexError):
+        data[3]
+
+
+def test_fit_with_and_without_targets_and_evaluate_reports_neg_elbo():
+    model = _small("categorical", "straight_through")
+    x = _images(16, seed=5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(x, epochs=1, batch_size=8, verbose=0)
+    model.fit(x, x, epochs=1, batch_size=8, verbose=0)
+    logs = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
+    assert np.isfinite(logs["neg_elbo"]) and logs["neg_elbo"] > 0
+
+
+def test_fit_anneals_the_temperature_per_step():
+    model = _small("categorical", "relaxed", min_temperature=0.25, anneal_steps=4)
+    np.testing.assert_allclose([float(model.scheduled_temperature(t)) for t in (0, 2, 4, 9)], [1.0, 0.5, 0.25, 0.25])
+    model.compile(optimizer="adam", steps_per_execution=2)
+    model.fit(_images(12), epochs=1, batch_size=2, verbose=0)  # 6 steps in 3 executions
+    assert float(_np(model.train_steps)) == 6.0
+    assert float(_np(model.sampler.temperature)) == pytest.approx(0.25)
+    assert not _small("categorical", "dab", min_temperature=0.25, anneal_steps=4).anneals
+
+
+def test_model_config_round_trip(tmp_path):
+    model = _small("binary", "dab")
+    restored = vae.DiscreteVAEModel.from_config(model.get_config())
+    assert restored.get_config() == model.get_config()
+    path = tmp_path / "vae.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = _images(3)
+    np.testing.assert_allclose(_np(loaded.encode(x)), _np(model.encode(x)), rtol=1e-6)
+
+
+def test_tasks_are_registered_with_their_latents():
+    assert {"discrete_vae", "binary_vae"} <= set(zoo.list_models())
+    task = zoo.registry.get("binary_vae")
+    assert task.headline_metric == "neg_elbo" and task.higher_is_better is False and task.uses_mnist
+    assert task.build("dab", **SMALL).latent == "binary"
+    assert zoo.registry.get("discrete_vae").constructor is zoo.DiscreteVAE
+    with pytest.raises(ValueError, match="No pretrained weights ship for model 'discrete_vae'"):
+        zoo.DiscreteVAE(estimator="straight_through", weights="pretrained")
+    with pytest.raises(ValueError, match=r"groups=3 \(weights: 30\)"):
+        zoo.DiscreteVAE(estimator="relaxed", weights="pretrained", **SMALL)
+
+
+_SHARED_MNIST = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.npz"
+
+
+@pytest.mark.tensorflow_only  # the manifests' numbers come from TensorFlow's random streams
+@pytest.mark.skipif(not _SHARED_MNIST.is_file(), reason="no local copy of mnist.npz beside the checkout")
+def test_pretrained_gumbel_softmax_vae_reproduces_its_manifest_on_real_mnist():
+    manifest = zoo.weights.read_manifest(zoo.weights.WEIGHTS_DIR / "discrete_vae-relaxed.json")
+    metrics = zoo.registry.get("discrete_vae").evaluate(
+        zoo.DiscreteVAE(estimator="relaxed"), data=_SHARED_MNIST, iwae_k=0
+    )
+    assert metrics["neg_elbo"] == pytest.approx(manifest["metrics"]["neg_elbo"], abs=1e-3)
+    assert metrics["neg_elbo"] <= 105.0
+
+
+@pytest.mark.parametrize(
+    "model_name,estimator",
+    [("discrete_vae", "dab"), ("discrete_vae", "straight_through"), ("discrete_vae", "relaxed"),
+     ("binary_vae", "dab")],
+)
+def test_train_writes_weights_that_load_back(tmp_path, monkeypatch, model_name, estimator):
+    monkeypatch.setattr(zoo.registry.get(model_name), "iwae_k", 5)
+    npz = _fake_npz(tmp_path / "mnist.npz")
+    out = zoo.train(model_name, estimator=estimator, epochs=1, batch_size=20, data=npz,
+                    output_dir=tmp_path / "run", verbose=0, config=SMALL, jit_compile=True)
+    metrics = out["metrics"]
+    assert {"neg_elbo", "neg_elbo_threshold", "neg_iwae_k5", "test_images"} <= set(metrics)
+    assert metrics["test_images"] == 12 and np.isfinite(metrics["neg_elbo"])
+    manifest = zoo.weights.read_manifest(out["manifest"])
+    latent = "binary" if model_name == "binary_vae" else "categorical"
+    assert manifest["config"]["latent"] == latent and manifest["config"]["estimator"] == estimator
+    assert manifest["model"] == model_name
+    loaded = zoo.DiscreteVAE(latent=latent, estimator=estimator, weights=out["weights"], **SMALL)
+    x = _images(4, seed=6)
+    np.testing.assert_allclose(_np(loaded.encode(x)), _np(out["model"].encode(x)), rtol=1e-6, atol=1e-7)
+    # The test metrics are reproducible from the saved weights.
+    again = zoo.registry.get(model_name).evaluate(loaded, data=npz)
+    assert again["neg_elbo"] == pytest.approx(metrics["neg_elbo"], rel=1e-5)
+    if estimator == "dab":
+        with pytest.raises(ValueError, match=r"hidden_units=\[32\]"):
+            zoo.DiscreteVAE(latent=latent, estimator="dab", weights=out["weights"], **{**SMALL, "hidden_units": 32})
+        with pytest.raises(ValueError, match="estimator='relaxed'"):
+            zoo.DiscreteVAE(latent=latent, estimator="relaxed", weights=out["weights"], **SMALL)
