@@ -72,7 +72,10 @@ def build_parser():
     p.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialization and data (default: 0)")
     jit = p.add_mutually_exclusive_group()
-    jit.add_argument("--jit", dest="jit", action="store_true", default=None, help="XLA-compile training")
+    jit.add_argument(
+        "--jit", dest="jit", action="store_true", default=None,
+        help="XLA-compile training (default: on with JAX or a GPU, off on a TensorFlow CPU)",
+    )
     jit.add_argument("--no-jit", dest="jit", action="store_false", help="do not XLA-compile training")
     p.add_argument(
         "--strategy",

@@ -26,13 +26,14 @@ from dab_keras.zoo import weights as zoo_weights
 
 
 def default_jit_compile():
-    """`True` when a GPU is visible to the backend (XLA pays off there), else `False`."""
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
+    """`True` on JAX (without it JAX runs op by op) and where a GPU is visible; `False` on a TF CPU.
 
-            return any(d.platform == "gpu" for d in jax.devices())
+    On a small CPU, TensorFlow's graph mode is often faster than XLA (`benchmarks/zoo_sorter.py`).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    try:
         if backend == "tensorflow":
             import tensorflow as tf
 
