@@ -63,7 +63,8 @@ def main(argv=None):
             sorter.compile(model, opt, jit_compile=jit, steps_per_execution=spe)
             data = sorter.train_data(args.batch_size, seed=0)
             timer = Timer()
-            model.fit(data.x, epochs=args.epochs + 1, steps_per_epoch=args.steps, verbose=0, callbacks=[timer])
+            model.fit(data.x, epochs=args.epochs + 1, steps_per_epoch=args.steps, shuffle=False, verbose=0,
+                      callbacks=[timer])
             seconds = statistics.median(timer.times[1:])
             rate = args.steps * args.batch_size / seconds
             print(f"{estimator:<18} {str(jit):<12} {rate:>12,.0f} {1000 * seconds / args.steps:>8.2f}", flush=True)
