@@ -39,12 +39,14 @@ class TemperatureSchedule(keras.callbacks.Callback):
     train function (graph mode, XLA, JAX alike). The new value is also what `get_config` saves.
 
     Args:
-        schedule: Function `t -> τ` (`t` the epoch index, or the global batch index with
-            `update_freq="batch"`), returning a float > 0.
+        schedule: Function `t -> τ` (`t` the epoch index, or with `update_freq="batch"` the global step,
+            i.e. the optimizer's iteration count), returning a float > 0.
         layers: Layers to update. Defaults to `None`: every `dab_keras` layer in the model that has a
             temperature.
-        update_freq: `"epoch"` (before each epoch) or `"batch"` (before each batch; on the JAX backend
-            this syncs the model state every batch, which costs time). Defaults to `"epoch"`.
+        update_freq: `"epoch"` (before each epoch) or `"batch"` (before each compiled call: every step,
+            or every `steps_per_execution` steps, each call reading τ at its first step; on the JAX
+            backend this syncs the model state before each call, which costs time). Defaults to
+            `"epoch"`.
         verbose: If > 0, print τ when it changes at an epoch start. Defaults to `0`.
 
     Example:
@@ -82,9 +84,18 @@ class TemperatureSchedule(keras.callbacks.Callback):
             if self.verbose:
                 print(f"\nEpoch {epoch + 1}: TemperatureSchedule set temperature to {value:.4g}.")
 
+    def _global_step(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            return self._step
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()  # the JAX trainer's iteration count lives outside the variable during an epoch
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
     def on_train_batch_begin(self, batch, logs=None):
         if self.update_freq == "batch":
-            self._set(self._step)
+            self._set(self._global_step())
         self._step += 1
 
     def on_epoch_end(self, epoch, logs=None):

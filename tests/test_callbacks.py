@@ -122,6 +122,22 @@ def test_batch_schedule(jit_compile):
     assert recorder.temperatures[-1] == final
 
 
+@pytest.mark.parametrize("jit_compile", JIT_MODES)
+def test_batch_schedule_counts_steps_with_steps_per_execution(jit_compile):
+    model, counter, sign = relaxed_sign_model(jit_compile)
+    model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=jit_compile, steps_per_execution=2)
+    seen = []
+
+    def schedule(step):
+        seen.append(step)
+        return 1.0 / (1.0 + step)
+
+    x = np.concatenate([X, X])  # 4 steps of BATCH: two compiled calls of 2 steps per epoch
+    model.fit(x, np.zeros_like(x), batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+              callbacks=[TemperatureSchedule(schedule, update_freq="batch")])
+    assert seen == [0, 2, 4, 6]  # the global step at the start of each call, not a count of calls
+
+
 def test_only_listed_layers_and_layers_with_temperature():
     inputs = keras.Input((3,))
     annealed = layers.Sign(estimator="relaxed", name="annealed")
