@@ -74,7 +74,7 @@ def build_parser():
     jit = p.add_mutually_exclusive_group()
     jit.add_argument(
         "--jit", dest="jit", action="store_true", default=None,
-        help="XLA-compile training (default: on with JAX or a GPU, off on a TensorFlow CPU)",
+        help="XLA-compile training (default: the recipe's; else on with JAX or a GPU, off on a TensorFlow CPU)",
     )
     jit.add_argument("--no-jit", dest="jit", action="store_false", help="do not XLA-compile training")
     p.add_argument(

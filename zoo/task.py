@@ -78,6 +78,8 @@ class Task:
     epochs = None
     samples = None
     steps_per_execution = 1
+    #: XLA preference of the recipe (`None`: `training.default_jit_compile()`).
+    jit_compile = None
     #: Whether `--data` (an MNIST source) applies.
     uses_mnist = False
     #: The metric reported first in tables (with its direction).

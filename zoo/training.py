@@ -119,7 +119,8 @@ def train(
         batch_size: Global batch size. Defaults to the recipe's.
         learning_rate: Peak learning rate (Adam, linear warm-up, cosine decay to zero). Defaults to the
             recipe's.
-        jit_compile: XLA compilation. Defaults to `True` when a GPU is present, else `False`.
+        jit_compile: XLA compilation. Defaults to the recipe's preference (`Task.jit_compile`; not
+            with a `strategy`), else `True` on JAX or with a GPU and `False` for TensorFlow on a CPU.
         strategy: `None`, `"mirrored"` (`tf.distribute.MirroredStrategy` over the visible devices) or a
             `tf.distribute.Strategy` instance; TensorFlow backend. For several machines, run the same
             script on each with its `TF_CONFIG` set and pass
@@ -149,7 +150,10 @@ def train(
     if not learning_rate > 0:
         raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}")
     if jit_compile is None:
-        jit_compile = default_jit_compile()
+        # Under a tf.distribute strategy only the device default applies: XLA over logical CPU devices
+        # fails in TensorFlow ("variable on a different device").
+        use_recipe = task.jit_compile is not None and strategy is None
+        jit_compile = task.jit_compile if use_recipe else default_jit_compile()
     config = dict(config or {})
     output_dir = Path(output_dir or Path("dab_zoo_runs") / f"{task.name}-{estimator}")
     output_dir.mkdir(parents=True, exist_ok=True)
