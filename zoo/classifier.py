@@ -30,16 +30,6 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 
 
-def _estimator(estimator, features, approximator_units):
-    if isinstance(estimator, str) and zoo_task.estimator_key(estimator) == "dab":
-        # A dense approximator over the whole code: much cheaper per image than the default
-        # element-wise MLP run on each of the `features` entries.
-        return dk.estimators.DAB(
-            approximator=dk.layers.AxisMLP((features,), units=approximator_units, name="approximator")
-        )
-    return estimator
-
-
 def MNISTClassifier(
     estimator="dab",
     filters=(32, 64),
@@ -145,7 +135,7 @@ def MNISTClassifier(
     h = keras.layers.Dropout(float(dropout), name="dropout")(h)
     h = keras.layers.Dense(features, activation="tanh", name="features")(h)
     code = dk.layers.Sign(
-        margin=margin, estimator=_estimator(estimator, features, approximator_units), name="sign"
+        margin=margin, estimator=zoo_task.code_estimator(estimator, features, approximator_units), name="sign"
     )(h)
     outputs = code
     if include_top:
@@ -176,10 +166,7 @@ def MNISTClassifier(
             weights=weights,
             name=name,
         )
-        for layer in model.layers:
-            if layer.weights:
-                layer.set_weights(full.get_layer(layer.name).get_weights())
-        return model
+        return zoo_task.copy_layer_weights(model, full)
     zoo_weights.load(model, weights, "mnist_classifier", key, config)
     return model
 
@@ -190,12 +177,6 @@ def _as_tuple(units, name):
     if isinstance(units, (list, tuple)):
         return tuple(units)
     raise ValueError(f"`{name}` must be an int or a tuple of ints. Received: {name}={units!r}")
-
-
-def _log_softmax_nll(logits, labels):
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return -np.take_along_axis(log_probs, labels[:, None].astype("int64"), axis=-1)[:, 0]
 
 
 def random_shift(images, max_shift, rng):
@@ -294,6 +275,6 @@ class ClassifierTask(zoo_task.Task):
         logits = np.asarray(model.predict(x, batch_size=batch_size or 1000, verbose=verbose), "float64")
         return {
             "accuracy": float((logits.argmax(-1) == y).mean()),
-            "loss": float(_log_softmax_nll(logits, y).mean()),
+            "loss": float(zoo_task.sparse_nll(logits, y).mean()),
             "test_images": int(len(y)),
         }

@@ -57,16 +57,6 @@ def per_position_accuracy(y_true, y_pred):
     return ops.mean(ops.cast(hit, "float32"), axis=-1)
 
 
-def _estimator(estimator, latent_units, approximator_units):
-    if isinstance(estimator, str) and zoo_task.estimator_key(estimator) == "dab":
-        # A dense approximator over the whole code (the reference's "batch" approximator): much cheaper
-        # per sample than an element-wise MLP over 256 features.
-        return dk.estimators.DAB(
-            approximator=dk.layers.AxisMLP((latent_units,), units=approximator_units, name="approximator")
-        )
-    return estimator
-
-
 def Sorter(
     estimator="dab",
     length=10,
@@ -118,7 +108,7 @@ def Sorter(
         h = keras.layers.Dense(units, activation="tanh", name=f"hidden_{i}")(h)
     h = keras.layers.Dense(latent_units, activation="tanh", name="latent")(h)
     code = dk.layers.Sign(
-        margin=margin, estimator=_estimator(estimator, latent_units, approximator_units), name="sign"
+        margin=margin, estimator=zoo_task.code_estimator(estimator, latent_units, approximator_units), name="sign"
     )(h)
     outputs = code
     if include_top:
@@ -135,10 +125,7 @@ def Sorter(
     if not include_top and weights is not None:
         # Load the full model's weights, then keep the layers up to the code.
         full = Sorter(estimator, include_top=True, weights=weights, name=name, **_args(config))
-        for layer in model.layers:
-            if layer.weights:
-                layer.set_weights(full.get_layer(layer.name).get_weights())
-        return model
+        return zoo_task.copy_layer_weights(model, full)
     zoo_weights.load(model, weights, "sorter", key, config)
     return model
 
@@ -243,9 +230,7 @@ class SorterTask(zoo_task.Task):
         x, y = test_set(length, size)
         logits = model.predict(x, batch_size=batch_size or 10_000, verbose=verbose)
         pred = np.argmax(logits, axis=-1)
-        per_row = logits - logits.max(-1, keepdims=True)
-        log_probs = per_row - np.log(np.exp(per_row).sum(-1, keepdims=True))
-        nll = -np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0].sum(-1)
+        nll = zoo_task.sparse_nll(logits, y).sum(-1)
         return {
             "all_or_none_accuracy": float((pred == y).all(-1).mean()),
             "per_position_accuracy": float((pred == y).mean()),

@@ -8,8 +8,10 @@ command line work from tasks only, so adding a model means adding one file and r
 import dataclasses
 
 import keras
+import numpy as np
 
 from dab_keras import estimators as dab_estimators
+from dab_keras import layers as dab_layers
 
 #: Estimators every zoo model trains with, by their registry names.
 ESTIMATORS = ("dab", "straight_through", "relaxed")
@@ -134,3 +136,32 @@ def cosine_schedule(learning_rate, total_steps, warmup_steps=0):
         warmup_target=learning_rate if warmup_steps else None,
         warmup_steps=warmup_steps,
     )
+
+
+def code_estimator(estimator, width, approximator_units):
+    """The estimator of a `Sign` code of `width` units: `"dab"` by name gets a dense approximator.
+
+    The approximator is a tanh MLP over the whole code (`AxisMLP`, the DAB reference's "batch"
+    approximator), much cheaper per example than the default element-wise MLP run on each unit. Other
+    names and estimator objects pass through.
+    """
+    if isinstance(estimator, str) and estimator_key(estimator) == "dab":
+        return dab_estimators.DAB(
+            approximator=dab_layers.AxisMLP((width,), units=approximator_units, name="approximator")
+        )
+    return estimator
+
+
+def copy_layer_weights(target, source):
+    """Copies the weights of each layer of `target` from the layer of `source` with the same name."""
+    for layer in target.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    return target
+
+
+def sparse_nll(logits, labels):
+    """−log softmax(logits)[label] over the last axis (NumPy, float64-safe): shape of `labels`."""
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_probs, np.asarray(labels).astype("int64")[..., None], axis=-1)[..., 0]
