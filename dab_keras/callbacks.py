@@ -15,16 +15,19 @@ def exponential_decay(initial, rate, minimum=0.0):
 
     Args:
         initial: τ₀ > 0.
-        rate: Decay factor r in (0, 1].
+        rate: Factor r > 0 per unit of t (r < 1 decays, r = 1 keeps τ₀ constant).
         minimum: Floor τ_min >= 0. Defaults to `0.0`.
 
     Returns:
-        A function `t -> τ`.
+        A function `t -> τ` returning Python floats.
 
-    Example:
-    >>> schedule = exponential_decay(1.0, 0.5, minimum=0.1)
-    >>> [schedule(t) for t in range(5)]
-    [1.0, 0.5, 0.25, 0.125, 0.1]
+    Raises:
+        ValueError: if `initial` or `rate` is not a finite number > 0, or `minimum` not one >= 0.
+
+    Examples:
+        >>> schedule = exponential_decay(1.0, 0.5, minimum=0.1)
+        >>> [schedule(t) for t in range(5)]
+        [1.0, 0.5, 0.25, 0.125, 0.1]
     """
     initial = _validation.check_positive_float("initial", initial)
     rate = _validation.check_positive_float("rate", rate)
@@ -36,7 +39,9 @@ class TemperatureSchedule(keras.callbacks.Callback):
     """Sets the temperature τ of `dab_keras` layers from a schedule during `fit`.
 
     τ lives in each layer's non-trainable `temperature` variable, so changing it does not retrace the
-    train function (graph mode, XLA, JAX alike). The new value is also what `get_config` saves.
+    train function (graph mode, XLA, JAX alike). The new value is also what `get_config` saves. At the
+    end of each epoch the callback adds the τ of the first layer it updates to the epoch logs as
+    `temperature` (so `History` and `CSVLogger` record it).
 
     Args:
         schedule: Function `t -> τ` (`t` the epoch index, or with `update_freq="batch"` the global step,
@@ -47,10 +52,24 @@ class TemperatureSchedule(keras.callbacks.Callback):
             or every `steps_per_execution` steps, each call reading τ at its first step; on the JAX
             backend this syncs the model state before each call, which costs time). Defaults to
             `"epoch"`.
-        verbose: If > 0, print τ when it changes at an epoch start. Defaults to `0`.
+        verbose: If > 0 (and `update_freq="epoch"`), print τ at the start of each epoch. Defaults to `0`.
 
-    Example:
-    >>> cb = TemperatureSchedule(exponential_decay(1.0, 0.9, minimum=0.1))
+    Raises:
+        ValueError: if `schedule` is not callable or `update_freq` is unknown; during `fit`, if the
+            schedule returns a value that is not a finite number > 0.
+
+    Examples:
+        >>> import keras
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> model = keras.Sequential(
+        ...     [keras.Input((4,)), keras.layers.Dense(4), dab_keras.layers.Sign(estimator="relaxed")]
+        ... )
+        >>> model.compile(loss="mse")
+        >>> cb = TemperatureSchedule(exponential_decay(1.0, 0.5, minimum=0.1))
+        >>> history = model.fit(np.ones((8, 4)), np.ones((8, 4)), epochs=3, callbacks=[cb], verbose=0)
+        >>> history.history["temperature"]
+        [1.0, 0.5, 0.25]
     """
 
     def __init__(self, schedule, layers=None, update_freq="epoch", verbose=0):

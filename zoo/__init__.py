@@ -7,6 +7,15 @@ Installed as `dab_keras.zoo` (the source lives in the repository's top-level `zo
 - `list_models()`, `train`, `evaluate`: the registry and the trainer behind the `dab-zoo` command.
 - `data`: MNIST from TensorFlow Datasets or a local `.npz`, binarization, synthetic sorting batches.
 - `weights`: shipped weight files, manifests and sha256 checks.
+
+Examples:
+    >>> from dab_keras import zoo
+    >>> zoo.list_models()
+    ['binary_vae', 'discrete_vae', 'mnist_classifier', 'sorter']
+    >>> sorter = zoo.Sorter()  # the shipped DAB weights, checked against their sha256
+    >>> x, y = zoo.data.sort_batch(2, seed=0)
+    >>> sorter.predict(x, verbose=0).argmax(-1).shape  # row i: the index of the i-th smallest value
+    (2, 10)
 """
 
 from dab_keras.zoo import classifier as _classifier

@@ -86,20 +86,20 @@ def MNISTClassifier(
         ValueError: for an invalid argument (the message names it), or weights trained with another
             configuration.
 
-    Example:
-    >>> import keras
-    >>> from dab_keras.zoo import MNISTClassifier
-    >>> model = MNISTClassifier(weights=None)  # or weights="pretrained" / a .weights.h5 path
-    >>> model.output_shape
-    (None, 10)
-    >>> # Fine-tuning: a frozen binary-code base and a new head (e.g. for another 10-class task).
-    >>> base = MNISTClassifier(include_top=False, dropout=0.0, weights=None)  # e.g. weights="pretrained"
-    >>> base.trainable = False
-    >>> head = keras.layers.Dense(10, name="new_logits")
-    >>> model = keras.Model(base.input, head(base.output))
-    >>> len(model.trainable_weights)  # the new head's kernel and bias only
-    2
-    >>> model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    Examples:
+        >>> import keras
+        >>> from dab_keras.zoo import MNISTClassifier
+        >>> model = MNISTClassifier(weights=None)  # or weights="pretrained" / a .weights.h5 path
+        >>> model.output_shape
+        (None, 10)
+        >>> # Fine-tuning: a frozen binary-code base and a new head (e.g. for another 10-class task).
+        >>> base = MNISTClassifier(include_top=False, dropout=0.0, weights=None)  # e.g. weights="pretrained"
+        >>> base.trainable = False
+        >>> head = keras.layers.Dense(10, name="new_logits")
+        >>> model = keras.Model(base.input, head(base.output))
+        >>> len(model.trainable_weights)  # the new head's kernel and bias only
+        2
+        >>> model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     """
     filters = tuple(_validation.check_int("filters", f, 1) for f in _as_tuple(filters, "filters"))
     if not filters:
@@ -182,13 +182,24 @@ def _as_tuple(units, name):
 def random_shift(images, max_shift, rng):
     """Shifts each image by its own random offset of up to `max_shift` pixels along each axis (zero fill).
 
+    Offsets are drawn uniformly from {-max_shift, ..., max_shift} per image and axis; pixels shifted
+    in from outside the image are 0.
+
     Args:
         images: `(B, H, W, C)` array.
-        max_shift: Largest shift in pixels, >= 0.
+        max_shift: Largest shift in pixels, an int >= 0 (`0` returns `images` itself).
         rng: A `numpy.random.Generator`.
 
     Returns:
         An array of `images`' shape and dtype.
+
+    Examples:
+        >>> import numpy as np
+        >>> images = np.zeros((2, 28, 28, 1), "float32")
+        >>> images[:, 14, 14] = 1.0
+        >>> shifted = random_shift(images, 2, np.random.default_rng(0))
+        >>> shifted.shape, shifted.sum(axis=(1, 2, 3)).tolist()  # each single pixel moved, not lost
+        ((2, 28, 28, 1), [1.0, 1.0])
     """
     if max_shift == 0:
         return images
@@ -203,8 +214,24 @@ def random_shift(images, max_shift, rng):
 class ShiftedMNIST(keras.utils.PyDataset):
     """Shuffled batches of training images, each shifted by up to `max_shift` pixels, for `model.fit`.
 
-    Epoch `e` uses NumPy's generator seeded with `(seed, e)` for its order and shifts, so a run is
-    reproducible and a resumed run continues where it stopped. Works on every backend (NumPy only).
+    Epoch `e` visits the images in the order of NumPy's generator seeded with `(seed, e)`; batch `i` of
+    epoch `e` is shifted with the generator seeded with `(seed, e, i)`. So a run is reproducible and a
+    resumed run continues where it stopped. Works on every backend (NumPy only).
+
+    Args:
+        images: `(N, 28, 28, 1)` float images.
+        labels: `(N,)` int labels.
+        batch_size: Images per batch (the last batch of an epoch may be smaller).
+        max_shift: Largest shift in pixels (`random_shift`). Defaults to `2`.
+        seed: Seed of the order and the shifts. Defaults to `0`.
+        initial_epoch: Epoch the first `fit` epoch counts as. Defaults to `0`.
+        **kwargs: `keras.utils.PyDataset` arguments (`workers`, `use_multiprocessing`, ...).
+
+    Examples:
+        >>> import numpy as np
+        >>> data = ShiftedMNIST(np.zeros((10, 28, 28, 1), "float32"), np.arange(10), batch_size=4)
+        >>> len(data), data[2][0].shape, sorted(np.concatenate([data[i][1] for i in range(3)]).tolist())
+        (3, (2, 28, 28, 1), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
 
     def __init__(self, images, labels, batch_size, max_shift=2, seed=0, initial_epoch=0, **kwargs):
@@ -231,7 +258,17 @@ class ShiftedMNIST(keras.utils.PyDataset):
 
 
 class ClassifierTask(zoo_task.Task):
-    """Training recipe of the MNIST classifier: Adam with warm-up and cosine decay over a few epochs."""
+    """Training recipe of the MNIST classifier: Adam with warm-up and cosine decay over a few epochs.
+
+    Recipe: batch 128, Adam with linear warm-up over 200 steps to 2e-3 and cosine decay to zero over 5
+    epochs of the 60,000 training images, each shifted by up to 2 pixels (`ShiftedMNIST`). Evaluation:
+    test accuracy and mean cross-entropy on the 10,000 test images. Registered as `"mnist_classifier"`.
+
+    Examples:
+        >>> task = ClassifierTask()
+        >>> task.name, task.epochs, task.headline_metric
+        ('mnist_classifier', 5, 'accuracy')
+    """
 
     name = "mnist_classifier"
     constructor = staticmethod(MNISTClassifier)

@@ -6,7 +6,32 @@ _TASKS = {}
 
 
 def register(task):
-    """Adds a `Task` instance to the registry under `task.name` and returns it."""
+    """Adds a `Task` instance to the registry under `task.name` and returns it.
+
+    `dab_keras.zoo` registers its own tasks on import; register yours before calling `train` or
+    `evaluate` (or `dab-zoo`, from a script that imports your module) with its name.
+
+    Args:
+        task: A `dab_keras.zoo.task.Task` instance with a unique `name`.
+
+    Returns:
+        `task`.
+
+    Raises:
+        ValueError: if a task of that name is registered already.
+
+    Examples:
+        ```python
+        from dab_keras.zoo import registry, task
+
+        class MyTask(task.Task):
+            name = "my_model"
+            constructor = staticmethod(MyModel)  # the family's constructor
+            ...  # build, train_data, evaluate
+
+        registry.register(MyTask())
+        ```
+    """
     if task.name in _TASKS:
         raise ValueError(f"A zoo model named {task.name!r} is registered already.")
     _TASKS[task.name] = task
@@ -16,8 +41,19 @@ def register(task):
 def get(name):
     """Returns the `Task` registered as `name`.
 
+    Args:
+        name: A registry name (see `list_models`).
+
+    Returns:
+        The registered `dab_keras.zoo.task.Task` instance.
+
     Raises:
         ValueError: for an unknown name (the message lists the known ones).
+
+    Examples:
+        >>> task = get("sorter")
+        >>> task.batch_size, task.headline_metric
+        (1024, 'all_or_none_accuracy')
     """
     if name not in _TASKS:
         raise ValueError(f"Unknown zoo model {name!r}. Available: {', '.join(sorted(_TASKS))}.")
@@ -27,16 +63,29 @@ def get(name):
 def list_models():
     """Names of the zoo's models, sorted.
 
-    Example:
-    >>> from dab_keras import zoo
-    >>> "sorter" in zoo.list_models()
-    True
+    Returns:
+        A sorted list of registry names.
+
+    Examples:
+        >>> from dab_keras import zoo
+        >>> zoo.list_models()
+        ['binary_vae', 'discrete_vae', 'mnist_classifier', 'sorter']
     """
     return sorted(_TASKS)
 
 
 def describe():
-    """One row per model: name, description, default estimator, estimators with shipped weights."""
+    """One row per model: name, description, default estimator, estimators with shipped weights.
+
+    Returns:
+        A list of dicts with keys `name`, `description`, `default_estimator` and `pretrained` (the
+        estimators with shipped weights), sorted by name (what `dab-zoo list` prints).
+
+    Examples:
+        >>> [(row["name"], row["pretrained"]) for row in describe()]  # doctest: +NORMALIZE_WHITESPACE
+        [('binary_vae', ['dab']), ('discrete_vae', ['dab', 'relaxed']),
+         ('mnist_classifier', ['dab', 'relaxed', 'straight_through']), ('sorter', ['dab'])]
+    """
     rows = []
     for name in list_models():
         task = _TASKS[name]

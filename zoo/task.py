@@ -22,6 +22,20 @@ def estimator_key(estimator):
 
     A string alias resolves to its canonical name (`"ste"` → `"straight_through"`); an estimator object
     counts as custom (its settings may differ from the recipe the shipped weights were trained with).
+
+    Args:
+        estimator: A name or alias from `dab_keras.estimators.ALIASES`, or an `Estimator` instance.
+
+    Returns:
+        `"dab"`, `"straight_through"` or `"relaxed"`, or `None` for an `Estimator` instance.
+
+    Raises:
+        ValueError: for an unknown name or another kind of object.
+
+    Examples:
+        >>> from dab_keras import estimators
+        >>> estimator_key("ste"), estimator_key("dab"), estimator_key(estimators.Relaxed(0.5))
+        ('straight_through', 'dab', None)
     """
     if isinstance(estimator, str):
         cls = dab_estimators.ALIASES.get(estimator)
@@ -41,7 +55,30 @@ def estimator_key(estimator):
 
 @dataclasses.dataclass
 class TrainData:
-    """Training input of `model.fit`: a dataset (or arrays `x`, `y`) and how many steps make an epoch."""
+    """Training input of `model.fit`: a dataset (or arrays `x`, `y`) and how many steps make an epoch.
+
+    Returned by `Task.train_data`; `dab_keras.zoo.train` passes `x`, `y`, `steps_per_epoch` and
+    `validation` to `fit` and records `description` in the manifest.
+
+    Args:
+        x: Training inputs: an array, a `tf.data.Dataset` or a `keras.utils.PyDataset` (datasets yield
+            `(x, y)` batches themselves).
+        y: Targets for array inputs, or `None`. Defaults to `None`.
+        steps_per_epoch: Steps of one epoch (`None`: Keras derives it from the arrays and the batch
+            size). Defaults to `None`.
+        synthetic: Whether the data is generated without end (runs are measured in samples, epochs are
+            arbitrary chunks of `steps_per_epoch` steps) rather than a finite data set (runs are whole
+            epochs). Defaults to `False`.
+        epoch_size: Number of training examples in one epoch. Defaults to `0`.
+        validation: `validation_data` of `fit`, or `None`. Defaults to `None`.
+        description: Text that describes the data in manifests. Defaults to `""`.
+
+    Examples:
+        >>> import numpy as np
+        >>> data = TrainData(x=np.zeros((60, 2)), y=np.zeros(60), epoch_size=60, description="toy")
+        >>> data.steps_per_epoch, data.synthetic
+        (None, False)
+    """
 
     x: object
     y: object = None
@@ -60,7 +97,23 @@ class TrainData:
 class Task:
     """Recipe of one zoo model: construction, data, compilation, evaluation and training defaults.
 
-    Subclasses set the class attributes and implement `build`, `train_data` and `evaluate`.
+    Subclasses set the class attributes and implement `build`, `train_data` and `evaluate` (and
+    override `loss`, `metrics`, `data_kwargs`, `demo_batch` where needed); `registry.register` makes
+    an instance known to `dab_keras.zoo.train`, `evaluate` and the `dab-zoo` command. The class
+    attributes are documented where they are defined: `name`, `constructor`, `description`,
+    `default_estimator`, the recipe's `batch_size`, `learning_rate`, `warmup_steps`, `epochs` or
+    `samples`, `steps_per_execution`, `jit_compile`, and `uses_mnist`, `headline_metric`,
+    `higher_is_better`.
+
+    Examples:
+        >>> from dab_keras.zoo import registry
+        >>> task = registry.get("sorter")
+        >>> isinstance(task, Task), task.samples, task.learning_rate
+        (True, 400000000, 0.002)
+        >>> model = task.build("dab")  # weights=None: random initialization
+        >>> task.compile(model, "adam", jit_compile=False)
+        >>> model.output_shape
+        (None, 10, 10)
     """
 
     #: Registry name, e.g. `"sorter"`.
@@ -89,27 +142,72 @@ class Task:
     higher_is_better = True
 
     def build(self, estimator, weights=None, **config):
-        """Returns the Keras model (the family's constructor)."""
+        """Returns the Keras model (the family's constructor).
+
+        Args:
+            estimator: Estimator name (`"dab"`, `"straight_through"`, `"relaxed"`) or `Estimator`.
+            weights: `"pretrained"`, `None` (random initialization) or a `.weights.h5` path. Defaults
+                to `None`.
+            **config: Further constructor arguments.
+
+        Returns:
+            The model, uncompiled.
+        """
         raise NotImplementedError
 
     def train_data(self, batch_size, seed, data="tfds", initial_epoch=0):
-        """Returns the `TrainData` of a run."""
+        """Returns the `TrainData` of a run.
+
+        Args:
+            batch_size: Global batch size.
+            seed: Seed of the data's order, augmentation or generation.
+            data: MNIST source (`"tfds"` or an `.npz` path) for MNIST tasks; ignored by others.
+                Defaults to `"tfds"`.
+            initial_epoch: Epoch a resumed run starts at, so its data continues rather than repeats.
+                Defaults to `0`.
+
+        Returns:
+            A `TrainData`.
+        """
         raise NotImplementedError
 
     def data_kwargs(self, config):
-        """Keyword arguments of `train_data` taken from the model's constructor arguments `config`."""
+        """Keyword arguments of `train_data` taken from the model's constructor arguments `config`.
+
+        Args:
+            config: The constructor arguments of the run (`dab_keras.zoo.train(config=...)`).
+
+        Returns:
+            A dict of extra `train_data` arguments (empty in the base class).
+        """
         return {}
 
     def loss(self):
-        """The loss passed to `compile`, or `None` when the model computes its own."""
+        """The loss passed to `compile`, or `None` when the model computes its own.
+
+        Returns:
+            A Keras loss (function or object), or `None` (the base class's).
+        """
         return None
 
     def metrics(self):
-        """Metrics passed to `compile`."""
+        """Metrics passed to `compile`.
+
+        Returns:
+            A list of Keras metrics (empty in the base class).
+        """
         return []
 
     def compile(self, model, optimizer, jit_compile, steps_per_execution=None):
-        """Compiles `model` for training with this task's loss and metrics."""
+        """Compiles `model` for training with this task's loss and metrics.
+
+        Args:
+            model: The Keras model from `build`.
+            optimizer: A Keras optimizer (or its name).
+            jit_compile: Whether to XLA-compile the train step (`True`, `False` or `"auto"`).
+            steps_per_execution: Steps per compiled call. Defaults to `None` (the task's
+                `steps_per_execution`).
+        """
         model.compile(
             optimizer=optimizer,
             loss=self.loss(),
@@ -119,16 +217,51 @@ class Task:
         )
 
     def evaluate(self, model, data="tfds", batch_size=None, verbose=0):
-        """Returns a dict of test metrics of `model` (floats)."""
+        """Returns a dict of test metrics of `model` (floats).
+
+        Args:
+            model: A model of this task (from `build`).
+            data: MNIST source for MNIST tasks (`"tfds"` or an `.npz` path). Defaults to `"tfds"`.
+            batch_size: Prediction batch size. Defaults to `None` (the task's own).
+            verbose: Prediction verbosity. Defaults to `0`.
+
+        Returns:
+            A dict of metric name to value: floats, and ints for the sizes of the test sets.
+        """
         raise NotImplementedError
 
     def demo_batch(self):
-        """A few test inputs and a printable description of the model's output on them (for `dab-zoo demo`)."""
+        """A few test inputs and their targets, for `dab-zoo demo`.
+
+        Returns:
+            A tuple `(x, y)`, or `None` (the base class's) when the task has no demo.
+        """
         return None
 
 
 def cosine_schedule(learning_rate, total_steps, warmup_steps=0):
-    """Linear warm-up to `learning_rate` over `warmup_steps`, then cosine decay to zero at `total_steps`."""
+    r"""Linear warm-up to `learning_rate` over `warmup_steps`, then cosine decay to zero at `total_steps`.
+
+    $$ \eta(t) = \eta_{\max} \frac{t}{W} \ (t < W), \qquad
+    \eta(t) = \frac{\eta_{\max}}{2}\left(1 + \cos\frac{\pi (t - W)}{T - W}\right) \ (W \le t \le T), $$
+
+    and 0 after T, with W the warm-up and T the total steps (Loshchilov & Hutter, "SGDR: Stochastic
+    Gradient Descent with Warm Restarts", 2017, arXiv:1608.03983, without restarts). W is capped at
+    `T - 1`.
+
+    Args:
+        learning_rate: Peak learning rate η_max.
+        total_steps: Length T of the run in optimizer steps.
+        warmup_steps: Warm-up steps W. Defaults to `0` (decay from the first step).
+
+    Returns:
+        A `keras.optimizers.schedules.CosineDecay`.
+
+    Examples:
+        >>> schedule = cosine_schedule(1e-3, total_steps=100, warmup_steps=10)
+        >>> [round(float(schedule(step)), 6) for step in (0, 5, 10, 55, 100)]
+        [0.0, 0.0005, 0.001, 0.0005, 0.0]
+    """
     warmup_steps = int(min(warmup_steps, max(total_steps - 1, 0)))
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else learning_rate,
@@ -144,6 +277,24 @@ def code_estimator(estimator, width, approximator_units):
     The approximator is a tanh MLP over the whole code (`AxisMLP`, the DAB reference's "batch"
     approximator), much cheaper per example than the default element-wise MLP run on each unit. Other
     names and estimator objects pass through.
+
+    Args:
+        estimator: Estimator name or `Estimator` instance.
+        width: Width of the code (the `Sign` layer's input).
+        approximator_units: Hidden widths of the approximator.
+
+    Returns:
+        A `dab_keras.estimators.DAB` with an `AxisMLP((width,), units=approximator_units)` approximator
+        named `"approximator"` for `"dab"`, else `estimator` unchanged.
+
+    Raises:
+        ValueError: for an unknown estimator name.
+
+    Examples:
+        >>> code_estimator("dab", 256, (128,))
+        DAB(approximator=<approximator>, gamma=10.0)
+        >>> code_estimator("relaxed", 256, (128,))
+        'relaxed'
     """
     if isinstance(estimator, str) and estimator_key(estimator) == "dab":
         return dab_estimators.DAB(
@@ -153,7 +304,32 @@ def code_estimator(estimator, width, approximator_units):
 
 
 def copy_layer_weights(target, source):
-    """Copies the weights of each layer of `target` from the layer of `source` with the same name."""
+    """Copies the weights of each layer of `target` from the layer of `source` with the same name.
+
+    Used to cut a model with loaded weights at its code (`include_top=False`).
+
+    Args:
+        target: A built Keras model.
+        source: A built Keras model holding a layer of the same name and weight shapes for every layer
+            of `target` that has weights.
+
+    Returns:
+        `target`, its weights overwritten.
+
+    Raises:
+        ValueError: if `source` has no layer of a needed name, or the weights' shapes differ.
+
+    Examples:
+        >>> import keras
+        >>> import numpy as np
+        >>> source = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a"),
+        ...                            keras.layers.Dense(1, name="b")])
+        >>> target = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a")])
+        >>> target = copy_layer_weights(target, source)
+        >>> kernel = source.get_layer("a").get_weights()[0]
+        >>> bool(np.array_equal(target.get_layer("a").get_weights()[0], kernel))
+        True
+    """
     for layer in target.layers:
         if layer.weights:
             layer.set_weights(source.get_layer(layer.name).get_weights())
@@ -161,7 +337,22 @@ def copy_layer_weights(target, source):
 
 
 def sparse_nll(logits, labels):
-    """−log softmax(logits)[label] over the last axis (NumPy, float64-safe): shape of `labels`."""
+    """−log softmax(logits)[label] over the last axis (NumPy, float64-safe): shape of `labels`.
+
+    Computed with the max subtracted first, so large logits do not overflow.
+
+    Args:
+        logits: NumPy array `(..., C)`.
+        labels: Integer array (or list) of shape `logits.shape[:-1]` with values in [0, C).
+
+    Returns:
+        A NumPy array of shape `labels.shape` (the dtype of `logits`, or float64 for integer logits).
+
+    Examples:
+        >>> import numpy as np
+        >>> np.round(sparse_nll(np.zeros((2, 4)), [0, 3]), 4).tolist()  # log 4
+        [1.3863, 1.3863]
+    """
     shifted = logits - logits.max(-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     return -np.take_along_axis(log_probs, np.asarray(labels).astype("int64")[..., None], axis=-1)[..., 0]

@@ -29,6 +29,14 @@ def default_jit_compile():
     """`True` on JAX (without it JAX runs op by op) and where a GPU is visible; `False` on a TF CPU.
 
     On a small CPU, TensorFlow's graph mode is often faster than XLA (`benchmarks/zoo_sorter.py`).
+    Other backends get `False`.
+
+    Returns:
+        A bool, the `jit_compile` of `compile` when neither the caller nor the recipe chooses one.
+
+    Examples:
+        >>> isinstance(default_jit_compile(), bool)  # True on JAX; on TensorFlow, whether a GPU is visible
+        True
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -67,7 +75,35 @@ def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per
 
     Synthetic data: `samples` becomes steps of `batch_size`, grouped in epochs of `steps_per_epoch`
     steps (one shorter epoch when the run is shorter than that). A data set of `epoch_size` examples:
-    `samples` rounds to whole epochs and `steps_per_epoch` stays as given.
+    `samples` rounds to whole epochs and `steps_per_epoch` stays as given. With `epochs`, it is used as
+    given and `steps_per_epoch` too.
+
+    Args:
+        task: The `Task` (its `samples` or `epochs` apply when both arguments are `None`).
+        batch_size: Global batch size.
+        samples: Training examples to see, or `None`. Defaults to `None`.
+        epochs: Epochs to train, or `None`. Defaults to `None`.
+        epoch_size: Examples in one epoch of a data set (not used for synthetic data). Defaults to `None`.
+        steps_per_epoch: Steps of one epoch (required for synthetic data with `samples`). Defaults to
+            `None`.
+        synthetic: Whether the data is generated without end. Defaults to `False`.
+
+    Returns:
+        A tuple `(epochs, steps_per_epoch)`; `steps_per_epoch` may be `None` (Keras's own).
+
+    Raises:
+        ValueError: if both `samples` and `epochs` are given, `epochs < 1`, `samples < batch_size`, or
+            synthetic data has `samples` but no `steps_per_epoch`.
+
+    Examples:
+        >>> from dab_keras.zoo import registry
+        >>> sorter = registry.get("sorter")
+        >>> plan(sorter, 1024, samples=4_096_000, steps_per_epoch=1000, synthetic=True)
+        (4, 1000)
+        >>> plan(sorter, 1024, samples=102_400, steps_per_epoch=1000, synthetic=True)  # one short epoch
+        (1, 100)
+        >>> plan(registry.get("mnist_classifier"), 128, samples=150_000, epoch_size=60_000)
+        (2, None)
     """
     if samples is not None and epochs is not None:
         raise ValueError("Give either `samples` or `epochs`, not both.")
@@ -83,6 +119,8 @@ def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per
         raise ValueError(f"`samples` must be at least the batch size ({batch_size}). Received: samples={samples}")
     if not synthetic:
         return max(1, round(samples / epoch_size)), steps_per_epoch
+    if steps_per_epoch is None:
+        raise ValueError("Synthetic data trained for `samples` needs `steps_per_epoch` (steps of one epoch).")
     total_steps = math.ceil(samples / batch_size)
     if total_steps < steps_per_epoch:
         return 1, total_steps
@@ -140,10 +178,26 @@ def train(
     Returns:
         A dict with `model` (the trained Keras model), `history`, `metrics`, `weights` and `manifest`
         (paths).
+
+    Raises:
+        ValueError: for an unknown model or estimator, an invalid length, batch size or learning rate,
+            `steps_per_epoch` with a data set, or an unusable `strategy`.
+        FileExistsError: if `output_dir` holds a run already and `resume` is `False`.
+
+    Examples:
+        ```python
+        from dab_keras import zoo
+
+        run = zoo.train("sorter", estimator="straight_through", samples=10_000_000, output_dir="runs/st")
+        run["metrics"]["all_or_none_accuracy"]
+        model = zoo.Sorter(estimator="straight_through", weights=run["weights"])
+        ```
+
+        The same from the command line: `dab-zoo train sorter --estimator straight_through --samples 1e7`.
     """
     task = registry.get(model)
     estimator = zoo_task.estimator_key(estimator or task.default_estimator)
-    batch_size = int(batch_size or task.batch_size)
+    batch_size = int(batch_size if batch_size is not None else task.batch_size)
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
     learning_rate = float(learning_rate if learning_rate is not None else task.learning_rate)
@@ -258,7 +312,27 @@ def _backup_epoch(backup_dir):
 
 
 def export_weights(task, estimator, config, model, path):
-    """Saves `model`'s weights without optimizer state (a fresh, uncompiled copy holds them)."""
+    """Saves `model`'s weights without optimizer state (a fresh, uncompiled copy holds them).
+
+    Args:
+        task: The model's `Task`.
+        estimator: The estimator the model was built with.
+        config: The model's constructor arguments.
+        model: The trained model.
+        path: Destination `.weights.h5` path.
+
+    Returns:
+        `path`.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from dab_keras.zoo import registry
+        >>> task = registry.get("sorter")
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "sorter-dab.weights.h5")
+        ...     os.path.isfile(export_weights(task, "dab", {}, task.build("dab"), path))
+        True
+    """
     export = task.build(estimator, weights=None, **config)
     export.set_weights(model.get_weights())
     export.save_weights(path)
@@ -288,14 +362,27 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
 
     Args:
         model: Registry name.
-        weights: `"pretrained"`, or a `.weights.h5` path.
+        weights: `"pretrained"` (the shipped weights of `estimator`), a `.weights.h5` path, or `None`
+            (random initialization). Defaults to `"pretrained"`.
         estimator: Estimator the weights were trained with. Defaults to the model's default.
-        data: MNIST source for MNIST models (`"tfds"` or an `.npz` path).
-        verbose: Prediction verbosity.
+        data: MNIST source for MNIST models (`"tfds"` or an `.npz` path). Defaults to `"tfds"`.
+        verbose: Prediction verbosity. Defaults to `0`.
         **config: Constructor arguments.
 
     Returns:
-        A dict of test metrics.
+        A dict of test metrics (see each task's `evaluate`), e.g. `all_or_none_accuracy`,
+        `per_position_accuracy`, `loss` and `test_sequences` for the sorter.
+
+    Raises:
+        ValueError: for an unknown model or estimator, or weights that do not match.
+
+    Examples:
+        ```python
+        from dab_keras import zoo
+
+        zoo.evaluate("sorter")  # the shipped DAB weights on the 100,000 test sequences
+        zoo.evaluate("mnist_classifier", estimator="relaxed", data="mnist.npz")
+        ```
     """
     task = registry.get(model)
     estimator = zoo_task.estimator_key(estimator or task.default_estimator)

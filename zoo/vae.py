@@ -109,14 +109,25 @@ def _estimator(estimator, latent, temperature, approximator_units, categories):
 
 
 def bernoulli_neg_log_likelihood(x, logits):
-    """−log p(x|z) of independent Bernoulli pixels, summed per example: Σ softplus(a) − x·a.
+    r"""−log p(x|z) of independent Bernoulli pixels, summed per example: Σ softplus(a) − x·a.
+
+    $$ -\log p(x \mid z) = \sum_i \operatorname{softplus}(a_i) - x_i a_i, $$
+
+    the Bernoulli cross-entropy with logits $a$, stable for large $|a|$.
 
     Args:
         x: `(B, ...)` targets in {0, 1} (or in [0, 1]).
-        logits: Bernoulli logits, `B·784` values in any shape.
+        logits: Bernoulli logits, as many values per example as `x` has, in any shape with batch axis B.
 
     Returns:
-        float32 `(B,)`.
+        float32 `(B,)`, in nats.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.zeros((2, 28, 28, 1), "float32")
+        >>> nll = bernoulli_neg_log_likelihood(x, np.zeros_like(x))  # 784 log 2 each
+        >>> np.asarray(nll, "float64").round(2).tolist()
+        [543.43, 543.43]
     """
     x = ops.reshape(ops.cast(x, "float32"), (ops.shape(x)[0], -1))
     logits = ops.reshape(ops.cast(logits, "float32"), (ops.shape(x)[0], -1))
@@ -127,10 +138,16 @@ def categorical_kl_to_uniform(logits):
     """KL(∏_g Cat(softmax(ℓ_g)) ‖ ∏_g Cat(1/K)) = Σ_g Σ_k π log π + G log K, per example.
 
     Args:
-        logits: `(B, G, K)` posterior logits.
+        logits: `(B, G, K)` posterior logits (G and K known).
 
     Returns:
-        float32 `(B,)` in [0, G log K].
+        float32 `(B,)` in [0, G log K], in nats.
+
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.stack([np.zeros((2, 4)), [[100.0, 0, 0, 0], [0, 0, 100.0, 0]]])
+        >>> np.asarray(categorical_kl_to_uniform(logits), "float64").round(4).tolist()  # 0 and 2 log 4
+        [0.0, 2.7726]
     """
     logits = ops.cast(logits, "float32")
     log_pi = ops.log_softmax(logits, axis=-1)
@@ -141,11 +158,19 @@ def categorical_kl_to_uniform(logits):
 def bernoulli_kl_to_uniform(logits):
     """KL(∏_j Bernoulli(σ(ℓ_j)) ‖ ∏_j Bernoulli(1/2)) = Σ_j q log q + (1 − q) log(1 − q) + D log 2.
 
+    Here q_j = σ(ℓ_j), with log q and log(1 − q) computed as −softplus(∓ℓ) (stable for large |ℓ|).
+
     Args:
-        logits: `(B, D)` posterior logits.
+        logits: `(B, D)` posterior logits (D known).
 
     Returns:
-        float32 `(B,)` in [0, D log 2].
+        float32 `(B,)` in [0, D log 2], in nats.
+
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.array([[0.0, 0.0, 0.0], [100.0, -100.0, 0.0]])
+        >>> np.asarray(bernoulli_kl_to_uniform(logits), "float64").round(4).tolist()  # 0 and 2 log 2
+        [0.0, 1.3863]
     """
     logits = ops.cast(logits, "float32")
     log_q, log_1mq = -ops.softplus(-logits), -ops.softplus(logits)
@@ -163,20 +188,37 @@ class DiscreteVAEModel(keras.Model):
     the mean single-sample negative ELBO plus the estimator's losses; `evaluate` reports it as `neg_elbo`
     (with hard samples; in training with `"relaxed"` the tracker shows the relaxed objective).
 
+    Use `DiscreteVAE` to build one (it also loads weights); this class's defaults differ from it
+    (no annealing: `min_temperature=None`, `anneal_steps=0`).
+
     Args:
-        latent: `"categorical"` or `"binary"`.
+        latent: `"categorical"` or `"binary"`. Defaults to `"categorical"`.
         estimator: Estimator of the sampling layer: a name (`"relaxed"`, `"straight_through"`, `"dab"`,
-            with the zoo's settings) or an `Estimator`.
-        groups: Number G of categorical variables.
-        categories: Categories K of each.
-        bits: Number D of binary variables (`latent="binary"`).
-        hidden_units: Encoder widths (the decoder mirrors them).
-        approximator_units: Hidden widths of the DAB approximator.
-        temperature: Initial τ of the relaxation (`"relaxed"`, `"straight_through"` given by name).
-        min_temperature: τ after `anneal_steps` training steps, or `None` (fixed τ).
-        anneal_steps: Training steps of the exponential decay of τ (`0`: fixed τ).
+            with the zoo's settings) or an `Estimator`. Defaults to `"relaxed"`.
+        groups: Number G >= 1 of categorical variables. Defaults to `30`.
+        categories: Categories K >= 2 of each. Defaults to `10`.
+        bits: Number D >= 1 of binary variables (`latent="binary"`). Defaults to `200`.
+        hidden_units: Encoder widths (the decoder mirrors them). Defaults to `(512, 256)`.
+        approximator_units: Hidden widths of the DAB approximator. Defaults to `(64,)`.
+        temperature: Initial τ > 0 of the relaxation (`"relaxed"`, `"straight_through"` given by name).
+            Defaults to `1.0`.
+        min_temperature: τ > 0 after `anneal_steps` training steps, or `None` (fixed τ). Defaults to
+            `None`.
+        anneal_steps: Training steps of the exponential decay of τ (`0`: fixed τ). Defaults to `0`.
         seed: Seed of the latent noise generator. Defaults to `None` (Keras's global seed).
         **kwargs: `keras.Model` arguments (`name`, ...).
+
+    Raises:
+        ValueError: for an invalid argument (the message names it).
+
+    Examples:
+        >>> import numpy as np
+        >>> model = DiscreteVAEModel(latent="binary", bits=8, hidden_units=(32,), seed=0)
+        >>> model.build()
+        >>> out = model(np.zeros((2, 28, 28, 1), "float32"))
+        >>> tuple(out["logits"].shape), tuple(out["posterior_logits"].shape)
+        ((2, 28, 28, 1), (2, 8))
+        >>> model.compile(optimizer="adam")  # fit(x) minimizes the negative ELBO
     """
 
     def __init__(
@@ -254,7 +296,14 @@ class DiscreteVAEModel(keras.Model):
 
     # ------------------------------------------------------------------ pieces
     def posterior_logits(self, x):
-        """Logits of q(z|x): `(B, G, K)` (categorical) or `(B, D)` (binary), float32."""
+        """Logits of q(z|x): `(B, G, K)` (categorical) or `(B, D)` (binary), float32.
+
+        Args:
+            x: `(B, 28, 28, 1)` (or `(B, 784)`) images.
+
+        Returns:
+            float32 `(B, G, K)` or `(B, D)` logits.
+        """
         h = self.flatten(ops.cast(x, self.compute_dtype))
         for layer in self.encoder_layers:
             h = layer(h)
@@ -262,36 +311,104 @@ class DiscreteVAEModel(keras.Model):
         return ops.reshape(ops.cast(logits, "float32"), (-1, *self.latent_shape))
 
     def latent_noise(self, shape, seed=None):
-        """Gumbel (categorical) or logistic (binary) noise of `shape` from `seed` (default: the model's)."""
+        """Gumbel (categorical) or logistic (binary) noise of `shape` from `seed` (default: the model's).
+
+        Gumbel: −log(−log U); logistic: log U − log(1 − U); U uniform in [1e-7, 1 − 1e-7].
+
+        Args:
+            shape: Shape of the noise (the logits').
+            seed: An int, a `keras.random.SeedGenerator`, or `None` (the model's own generator).
+                Defaults to `None`.
+
+        Returns:
+            float32 noise of `shape`.
+        """
         u = keras.random.uniform(shape, minval=1e-7, maxval=1.0 - 1e-7, seed=self.noise if seed is None else seed)
         if self.latent == "categorical":
             return -ops.log(-ops.log(u))
         return ops.log(u) - ops.log1p(-u)
 
     def draw(self, logits, training=False, seed=None):
-        """One sample of q(z|x) given its logits: hard (one-hot / ±1) unless training with `"relaxed"`."""
+        """One sample of q(z|x) given its logits: hard (one-hot / ±1) unless training with `"relaxed"`.
+
+        Args:
+            logits: Posterior logits, `(B, G, K)` or `(B, D)`.
+            training: Whether the sampling layer runs in training mode (its estimator applies; with
+                `"dab"` it adds its loss). Defaults to `False`.
+            seed: Seed of the noise (see `latent_noise`). Defaults to `None`.
+
+        Returns:
+            float32 codes shaped like `logits`: one-hot along K, or ±1 (relaxed values in training with
+            `"relaxed"`).
+        """
         return self.sampler(logits + self.latent_noise(ops.shape(logits), seed), training=training)
 
     def decode(self, z):
-        """Bernoulli logits `(B, 28, 28, 1)` of p(x|z) for codes `z` (`(B, G, K)` one-hots or `(B, D)` ±1)."""
+        """Bernoulli logits `(B, 28, 28, 1)` of p(x|z) for codes `z` (`(B, G, K)` one-hots or `(B, D)` ±1).
+
+        Args:
+            z: Codes, `(B, G, K)` one-hots (categorical) or `(B, D)` in {−1, +1} (binary).
+
+        Returns:
+            `(B, 28, 28, 1)` pixel logits in the compute dtype (`keras.ops.sigmoid` gives probabilities).
+
+        Examples:
+            >>> from dab_keras.zoo import DiscreteVAE
+            >>> model = DiscreteVAE(weights=None)
+            >>> z = model.prior_sample(2, seed=0)
+            >>> tuple(z.shape), tuple(model.decode(z).shape)
+            ((2, 30, 10), (2, 28, 28, 1))
+        """
         h = ops.reshape(ops.cast(z, self.compute_dtype), (ops.shape(z)[0], -1))
         for layer in self.decoder_layers:
             h = layer(h)
         return ops.reshape(self.likelihood(h), (-1, 28, 28, 1))
 
     def encode(self, x):
-        """Posterior probabilities: `(B, G, K)` category probabilities or `(B, D)` probabilities of +1."""
+        """Posterior probabilities: `(B, G, K)` category probabilities or `(B, D)` probabilities of +1.
+
+        Args:
+            x: `(B, 28, 28, 1)` (or `(B, 784)`) images.
+
+        Returns:
+            float32 `(B, G, K)` (each group sums to 1) or `(B, D)` in (0, 1).
+
+        Examples:
+            >>> import numpy as np
+            >>> from dab_keras.zoo import DiscreteVAE
+            >>> model = DiscreteVAE(weights=None)
+            >>> probs = np.asarray(model.encode(np.zeros((2, 28, 28, 1), "float32")))
+            >>> probs.shape, np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+            ((2, 30, 10), True)
+        """
         logits = self.posterior_logits(x)
         return ops.softmax(logits, axis=-1) if self.latent == "categorical" else ops.sigmoid(logits)
 
     def kl(self, logits):
-        """KL(q(z|x) ‖ p(z)) per example, analytic, from the posterior logits."""
+        """KL(q(z|x) ‖ p(z)) per example, analytic, from the posterior logits.
+
+        Args:
+            logits: Posterior logits, `(B, G, K)` or `(B, D)`.
+
+        Returns:
+            float32 `(B,)` in nats (`categorical_kl_to_uniform` or `bernoulli_kl_to_uniform`).
+        """
         if self.latent == "categorical":
             return categorical_kl_to_uniform(logits)
         return bernoulli_kl_to_uniform(logits)
 
     def log_q(self, logits, z):
-        """Exact log q(z|x) of hard samples `z` (one-hot or ±1), per example."""
+        """Exact log q(z|x) of hard samples `z` (one-hot or ±1), per example.
+
+        Σ_g log π_{g, z_g} (categorical) or Σ_j log σ(±ℓ_j) (binary, the sign of z_j).
+
+        Args:
+            logits: Posterior logits, `(B, G, K)` or `(B, D)`.
+            z: Hard codes shaped like `logits`.
+
+        Returns:
+            float32 `(B,)`, <= 0.
+        """
         logits = ops.cast(logits, "float32")
         z = ops.cast(z, "float32")
         if self.latent == "categorical":
@@ -300,13 +417,26 @@ class DiscreteVAEModel(keras.Model):
         return ops.sum(-plus * ops.softplus(-logits) - (1.0 - plus) * ops.softplus(logits), axis=-1)
 
     def log_prior(self):
-        """log p(z) of every code under the uniform prior: −G log K or −D log 2."""
+        """log p(z) of every code under the uniform prior: −G log K or −D log 2.
+
+        Returns:
+            A Python float.
+        """
         if self.latent == "categorical":
             return -self.groups * math.log(self.categories)
         return -self.bits * math.log(2.0)
 
     def prior_sample(self, n, seed=None):
-        """`n` codes from the uniform prior: `(n, G, K)` one-hots or `(n, D)` in {−1, +1}."""
+        """`n` codes from the uniform prior: `(n, G, K)` one-hots or `(n, D)` in {−1, +1}.
+
+        Args:
+            n: Number of codes.
+            seed: An int, a `keras.random.SeedGenerator`, or `None` (the model's own generator).
+                Defaults to `None`.
+
+        Returns:
+            float32 `(n, G, K)` one-hots or `(n, D)` in {−1, +1}.
+        """
         seed = self.noise if seed is None else seed
         if self.latent == "categorical":
             u = keras.random.uniform((n, *self.latent_shape), seed=seed)
@@ -327,7 +457,14 @@ class DiscreteVAEModel(keras.Model):
     def scheduled_temperature(self, step):
         r"""τ after `step` training steps: $\tau_0 (\tau_{\min}/\tau_0)^{\min(t/T, 1)}$ (exponential decay).
 
-        τ₀ is `temperature`, τ_min `min_temperature`, T `anneal_steps`.
+        τ₀ is `temperature`, τ_min `min_temperature`, T `anneal_steps`. `fit` assigns it to the sampling
+        layer's temperature before each training step.
+
+        Args:
+            step: Number of training steps done (an int or scalar tensor).
+
+        Returns:
+            A float32 scalar tensor: τ₀ when the model does not anneal (`anneals` is false).
         """
         if not self.anneals:
             return ops.convert_to_tensor(self.temperature, "float32")
@@ -350,7 +487,19 @@ class DiscreteVAEModel(keras.Model):
         Args:
             x: `(B, 28, 28, 1)` (or `(B, 784)`) binary images.
             seed: Seed of the latent sample: an int, a `keras.random.SeedGenerator`, or `None` (the
-                model's own generator).
+                model's own generator). Defaults to `None`.
+
+        Returns:
+            float32 `(B,)`, in nats.
+
+        Examples:
+            >>> import numpy as np
+            >>> from dab_keras.zoo import DiscreteVAE
+            >>> model = DiscreteVAE()  # the shipped weights of "relaxed"
+            >>> x = np.zeros((2, 28, 28, 1), "float32")  # blank images
+            >>> bounds = np.asarray(model.neg_elbo(x, seed=0))
+            >>> bounds.shape, bool((bounds > 0).all())
+            ((2,), True)
         """
         logits = self.posterior_logits(x)
         z = self.draw(logits, training=False, seed=seed)
@@ -361,12 +510,25 @@ class DiscreteVAEModel(keras.Model):
 
         Args:
             x: `(B, 28, 28, 1)` (or `(B, 784)`) binary images.
-            k: Number of samples, >= 1 (k = 1 gives a single-sample ELBO with the sampled KL).
-            seed: An int, a `keras.random.SeedGenerator`, or `None` (the model's own generator).
-            chunk: Samples decoded at once. Defaults to enough for about 100,000 decoded images.
+            k: Number of samples, >= 1 (k = 1 gives a single-sample ELBO with the sampled KL). Defaults
+                to `100`.
+            seed: An int (turned into a `keras.random.SeedGenerator`, so the k samples differ), a
+                `keras.random.SeedGenerator`, or `None` (the model's own generator). Defaults to `None`.
+            chunk: Samples decoded at once. Defaults to `None`: enough for about 100,000 decoded images.
 
         Returns:
-            float32 `(B,)`.
+            float32 `(B,)`, in nats.
+
+        Raises:
+            ValueError: if `k` is not an integer >= 1.
+
+        Examples:
+            >>> import numpy as np
+            >>> from dab_keras.zoo import DiscreteVAE
+            >>> model = DiscreteVAE(weights=None)
+            >>> x = np.zeros((2, 28, 28, 1), "float32")
+            >>> tuple(model.neg_iwae(x, k=4, seed=0).shape)
+            (2,)
         """
         k = _validation.check_int("k", k, 1)
         if isinstance(seed, int):
@@ -388,7 +550,25 @@ class DiscreteVAEModel(keras.Model):
         return -(ops.logsumexp(log_w, axis=0) - math.log(k))
 
     def sample(self, n, seed=None):
-        """`n` images (pixel probabilities, `(n, 28, 28, 1)`) decoded from codes of the uniform prior."""
+        """`n` images (pixel probabilities, `(n, 28, 28, 1)`) decoded from codes of the uniform prior.
+
+        Args:
+            n: Number of images, an integer >= 1.
+            seed: An int, a `keras.random.SeedGenerator`, or `None` (the model's own generator).
+                Defaults to `None`.
+
+        Returns:
+            `(n, 28, 28, 1)` Bernoulli means in (0, 1).
+
+        Raises:
+            ValueError: if `n` is not an integer >= 1.
+
+        Examples:
+            >>> from dab_keras.zoo import DiscreteVAE
+            >>> images = DiscreteVAE(latent="binary", estimator="dab").sample(4, seed=0)
+            >>> tuple(images.shape)
+            (4, 28, 28, 1)
+        """
         n = _validation.check_int("n", n, 1)
         return ops.sigmoid(self.decode(self.prior_sample(n, seed)))
 
@@ -466,13 +646,17 @@ def DiscreteVAE(
     Returns:
         A built, uncompiled `DiscreteVAEModel` with `encode`, `decode`, `sample`, `neg_elbo`, `neg_iwae`.
 
-    Example:
-    >>> import numpy as np
-    >>> from dab_keras.zoo import DiscreteVAE
-    >>> model = DiscreteVAE(weights=None)
-    >>> x = np.zeros((2, 28, 28, 1), "float32")
-    >>> tuple(model.encode(x).shape), tuple(model.sample(3, seed=0).shape), tuple(model.neg_elbo(x).shape)
-    ((2, 30, 10), (3, 28, 28, 1), (2,))
+    Raises:
+        ValueError: for an invalid argument, an unknown estimator, or weights that do not match (another
+            configuration, no shipped weights for the estimator, a damaged file).
+
+    Examples:
+        >>> import numpy as np
+        >>> from dab_keras.zoo import DiscreteVAE
+        >>> model = DiscreteVAE(weights=None)
+        >>> x = np.zeros((2, 28, 28, 1), "float32")
+        >>> tuple(model.encode(x).shape), tuple(model.sample(3, seed=0).shape), tuple(model.neg_elbo(x).shape)
+        ((2, 30, 10), (3, 28, 28, 1), (2,))
     """
     latent = _validation.check_one_of("latent", latent, LATENTS)
     key = zoo_task.estimator_key(estimator)
@@ -515,9 +699,16 @@ class DynamicallyBinarizedMNIST(keras.utils.PyDataset):
 
     Args:
         images: float `(N, 28, 28, 1)` intensities in [0, 1].
-        batch_size: Images per batch (the last batch of an epoch may be smaller).
+        batch_size: Images per batch, >= 1 (the last batch of an epoch may be smaller).
         seed: Seed of the order and the binarization. Defaults to `0`.
         initial_epoch: Epoch the first `fit` epoch counts as. Defaults to `0`.
+        **kwargs: `keras.utils.PyDataset` arguments (`workers`, `use_multiprocessing`, ...).
+
+    Examples:
+        >>> import numpy as np
+        >>> data = DynamicallyBinarizedMNIST(np.full((10, 28, 28, 1), 0.5, "float32"), batch_size=4)
+        >>> len(data), data[2].shape, sorted(np.unique(data[0]).tolist())
+        (3, (2, 28, 28, 1), [0.0, 1.0])
     """
 
     def __init__(self, images, batch_size, seed=0, initial_epoch=0, **kwargs):
@@ -552,6 +743,19 @@ def binarized_test_sets(data="tfds"):
 
     `"dynamic"` is one Bernoulli sample of the test intensities (NumPy's generator seeded with
     `TEST_SEED`); `"threshold"` is 1 where the intensity exceeds 0.5.
+
+    Args:
+        data: MNIST source: `"tfds"` or the path of a `.npz` (see `dab_keras.zoo.data.load_mnist`).
+            Defaults to `"tfds"`.
+
+    Returns:
+        A dict of two float32 arrays with values in {0, 1}, shaped like the test images.
+
+    Examples:
+        ```python
+        sets = binarized_test_sets()  # TensorFlow Datasets' MNIST test split
+        mean_bound(model.neg_elbo, sets["dynamic"])  # the headline `neg_elbo`
+        ```
     """
     images = zoo_data.load_mnist(data)["x_test"]
     return {
@@ -565,6 +769,22 @@ def mean_bound(fn, images, batch_size=EVAL_BATCH, seed=EVAL_SEED, **kwargs):
 
     The latent noise comes from one `keras.random.SeedGenerator(seed)` for the whole pass, so the result
     is reproducible for a given batch size.
+
+    Args:
+        fn: Function `(x, seed=generator, **kwargs) -> (B,)` values, e.g. `model.neg_elbo`.
+        images: Array of images (any length N >= 1).
+        batch_size: Images per call of `fn`. Defaults to `EVAL_BATCH` (1,000).
+        seed: Seed of the generator. Defaults to `EVAL_SEED`.
+        **kwargs: Further arguments of `fn` (e.g. `k` of `neg_iwae`).
+
+    Returns:
+        The mean as a Python float (summed in float64).
+
+    Examples:
+        >>> import numpy as np
+        >>> mean_bound(lambda x, seed: np.arange(len(x), dtype="float32"), np.zeros((5, 28, 28, 1)),
+        ...            batch_size=2)  # batches of 2, 2 and 1: values 0, 1, 0, 1, 0
+        0.4
     """
     generator = keras.random.SeedGenerator(seed)
     total = 0.0
@@ -588,6 +808,15 @@ class VAETask(zoo_task.Task):
 
     Args:
         latent: `"categorical"` (registered as `"discrete_vae"`) or `"binary"` (`"binary_vae"`).
+            Defaults to `"categorical"`.
+
+    Raises:
+        ValueError: for another `latent`.
+
+    Examples:
+        >>> task = VAETask("binary")
+        >>> task.name, task.default_estimator, task.epochs
+        ('binary_vae', 'relaxed', 60)
     """
 
     uses_mnist = True
@@ -646,6 +875,20 @@ class VAETask(zoo_task.Task):
         - `neg_elbo_threshold`: the same on the test set binarized at 0.5.
         - `neg_iwae_k<k>`: the importance-weighted bound of `iwae_k` samples (default `iwae_k` = 100) on
           the first `iwae_images` dynamically binarized test images (batches of `batch_size // 10`).
+
+        Args:
+            model: A `DiscreteVAEModel`.
+            data: MNIST source (`"tfds"` or an `.npz` path). Defaults to `"tfds"`.
+            batch_size: Images per batch of the ELBO. Defaults to `None` (`EVAL_BATCH`).
+            verbose: Unused (the bounds run batch by batch without a progress bar). Defaults to `0`.
+            iwae_k: Samples of the importance-weighted bound; `0` skips it. Defaults to `None`
+                (`VAETask.iwae_k`, 100).
+            iwae_images: Test images of the importance-weighted bound. Defaults to `None`
+                (`VAETask.iwae_images`, 10,000).
+
+        Returns:
+            A dict with `neg_elbo`, `neg_elbo_threshold`, `neg_iwae_k<k>` and `iwae_images` (when
+            `iwae_k` > 0), and `test_images`.
         """
         iwae_k = self.iwae_k if iwae_k is None else iwae_k
         iwae_images = self.iwae_images if iwae_images is None else iwae_images

@@ -28,12 +28,38 @@ _SUFFIX = ".weights.h5"
 
 
 def weights_filename(model, estimator):
-    """File name of the weights of `model` trained with `estimator`."""
+    """File name of the weights of `model` trained with `estimator`.
+
+    Args:
+        model: Registry name of the model, e.g. `"sorter"`.
+        estimator: Estimator key, e.g. `"dab"`.
+
+    Returns:
+        `"<model>-<estimator>.weights.h5"`.
+
+    Examples:
+        >>> weights_filename("sorter", "dab")
+        'sorter-dab.weights.h5'
+    """
     return f"{model}-{estimator}{_SUFFIX}"
 
 
 def manifest_path(weights_path):
-    """Path of the manifest that belongs to `weights_path` (`x.weights.h5` → `x.json`)."""
+    """Path of the manifest that belongs to `weights_path` (`x.weights.h5` → `x.json`).
+
+    Args:
+        weights_path: Path of a weight file (a string or `os.PathLike`); it need not exist.
+
+    Returns:
+        A `pathlib.Path` beside it: the `.weights.h5` suffix (or, for other names, the last suffix)
+        replaced by `.json`.
+
+    Examples:
+        >>> manifest_path("runs/sorter-dab.weights.h5").as_posix()
+        'runs/sorter-dab.json'
+        >>> manifest_path("model.h5").name
+        'model.json'
+    """
     weights_path = Path(weights_path)
     name = weights_path.name
     stem = name[: -len(_SUFFIX)] if name.endswith(_SUFFIX) else weights_path.stem
@@ -41,13 +67,48 @@ def manifest_path(weights_path):
 
 
 def read_manifest(path):
-    """Reads a manifest JSON file."""
+    """Reads a manifest JSON file.
+
+    Args:
+        path: Path of the manifest (a string or `os.PathLike`).
+
+    Returns:
+        The manifest as a dict.
+
+    Raises:
+        FileNotFoundError: if there is no file at `path`.
+        json.JSONDecodeError: if the file is not valid JSON.
+
+    Examples:
+        >>> manifest = read_manifest(manifest_path(pretrained_path("sorter", "dab")))
+        >>> manifest["weights"], manifest["config"]["latent_units"]
+        ('sorter-dab.weights.h5', 256)
+    """
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
 def write_manifest(weights_path, **fields):
-    """Writes the manifest of `weights_path` (adds its file name and sha256) and returns its path."""
+    """Writes the manifest of `weights_path` (adds its file name and sha256) and returns its path.
+
+    Args:
+        weights_path: Path of an existing weight file.
+        **fields: JSON-serializable entries of the manifest (`model`, `estimator`, `config`, `metrics`,
+            `command`, ...), written after `weights` and `sha256` in the order given.
+
+    Returns:
+        The `pathlib.Path` of the manifest written (see `manifest_path`), overwriting any file there.
+
+    Examples:
+        >>> import os, tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "toy-dab.weights.h5")
+        ...     with open(path, "wb") as f:
+        ...         _ = f.write(b"abc")
+        ...     manifest = read_manifest(write_manifest(path, model="toy", estimator="dab"))
+        >>> manifest["weights"], manifest["model"], manifest["sha256"][:12]
+        ('toy-dab.weights.h5', 'toy', 'ba7816bf8f01')
+    """
     weights_path = Path(weights_path)
     manifest = {"weights": weights_path.name, "sha256": zoo_data.sha256(weights_path), **fields}
     path = manifest_path(weights_path)
@@ -58,7 +119,18 @@ def write_manifest(weights_path, **fields):
 
 
 def shipped_manifests(model=None):
-    """Manifests of the shipped weight files, optionally of one model, sorted by model and estimator."""
+    """Manifests of the shipped weight files, optionally of one model, sorted by model and estimator.
+
+    Args:
+        model: Registry name to select, or `None` for all models. Defaults to `None`.
+
+    Returns:
+        A list of manifest dicts (empty when no weights are installed), in the order of their file names.
+
+    Examples:
+        >>> [m["estimator"] for m in shipped_manifests("mnist_classifier")]
+        ['dab', 'relaxed', 'straight_through']
+    """
     if not WEIGHTS_DIR.is_dir():
         return []
     manifests = []
@@ -78,7 +150,26 @@ def _normalize(value):
 
 
 def check_config(manifest, config, source):
-    """Raises `ValueError` naming every argument of `config` that differs from the manifest's."""
+    """Raises `ValueError` naming every argument of `config` that differs from the manifest's.
+
+    Only the keys present in both are compared; integral floats equal ints and tuples equal lists.
+
+    Args:
+        manifest: A manifest dict; its `config` entry holds the arguments the weights were trained with.
+        config: The arguments of the model being loaded.
+        source: Where the weights come from, for the message (e.g. `"at runs/sorter-dab.weights.h5"`).
+
+    Raises:
+        ValueError: if an argument differs (the message lists each one with both values).
+
+    Examples:
+        >>> manifest = {"config": {"latent_units": 256, "margin": 0.5}}
+        >>> check_config(manifest, {"latent_units": 256, "margin": 0.5, "name": "mine"}, "at w.h5")
+        >>> check_config(manifest, {"latent_units": 128}, "at w.h5")
+        Traceback (most recent call last):
+        ...
+        ValueError: The weights at w.h5 were trained with ...: latent_units=128 (weights: 256)...
+    """
     trained = manifest.get("config", {})
     diffs = [
         f"{key}={config[key]!r} (weights: {trained[key]!r})"
@@ -93,7 +184,23 @@ def check_config(manifest, config, source):
 
 
 def verify_sha256(weights_path, manifest):
-    """Raises `ValueError` if the file's sha256 differs from the manifest's."""
+    """Raises `ValueError` if the file's sha256 differs from the manifest's.
+
+    Args:
+        weights_path: Path of the weight file.
+        manifest: Its manifest dict (a missing `sha256` entry counts as a mismatch).
+
+    Raises:
+        ValueError: on a mismatch (the message shows both digests).
+
+    Examples:
+        >>> path = pretrained_path("sorter", "dab")
+        >>> verify_sha256(path, read_manifest(manifest_path(path)))
+        >>> verify_sha256(path, {"sha256": "0" * 64})
+        Traceback (most recent call last):
+        ...
+        ValueError: sha256 mismatch for ...
+    """
     expected = manifest.get("sha256")
     actual = zoo_data.sha256(weights_path)
     if expected != actual:
@@ -106,8 +213,23 @@ def verify_sha256(weights_path, manifest):
 def pretrained_path(model, estimator):
     """Path of the shipped weights of `model` trained with `estimator`.
 
+    Args:
+        model: Registry name, e.g. `"sorter"`.
+        estimator: Estimator key: `"dab"`, `"straight_through"` or `"relaxed"`.
+
+    Returns:
+        The `pathlib.Path` of the `.weights.h5` file in `WEIGHTS_DIR`.
+
     Raises:
         ValueError: if no such weights ship with the package (the message lists the ones that do).
+
+    Examples:
+        >>> pretrained_path("sorter", "dab").name
+        'sorter-dab.weights.h5'
+        >>> pretrained_path("sorter", "relaxed")
+        Traceback (most recent call last):
+        ...
+        ValueError: No pretrained weights ship for model 'sorter' with estimator='relaxed'. ...['dab']...
     """
     path = WEIGHTS_DIR / weights_filename(model, estimator)
     if not path.is_file():
@@ -134,6 +256,23 @@ def load(model, weights, model_name, estimator, config):
 
     Returns:
         The manifest of the loaded weights (an empty dict when there is none), or `None` for `weights=None`.
+
+    Raises:
+        ValueError: for `weights="pretrained"` with `estimator=None` or without shipped weights, a
+            `weights` of another type, a sha256 mismatch, a manifest of another model or configuration,
+            or weights that do not fit the model.
+        FileNotFoundError: if `weights` is a path with no file.
+
+    Examples:
+        >>> from dab_keras.zoo import Sorter
+        >>> model = Sorter(weights=None)
+        >>> config = {"length": 10, "hidden_units": [128, 128], "latent_units": 256, "margin": 0.5,
+        ...           "approximator_units": [128]}
+        >>> manifest = load(model, "pretrained", "sorter", "dab", config)
+        >>> manifest["model"], manifest["estimator"]
+        ('sorter', 'dab')
+        >>> load(model, None, "sorter", "dab", config) is None  # keeps the current weights
+        True
     """
     if weights is None:
         return None

@@ -25,12 +25,36 @@ ALIASES = {
 
 
 def serialize(estimator):
-    """Returns the Keras config dict of `estimator`."""
+    """Returns the Keras config dict of `estimator` (`keras.saving.serialize_keras_object`).
+
+    Args:
+        estimator: An `Estimator` registered with `keras.saving.register_keras_serializable` (the
+            built-in ones are).
+
+    Returns:
+        A JSON-serializable dict with `class_name`, `module`, `registered_name` and `config` (the
+        estimator's `get_config()`).
+
+    Examples:
+        >>> serialize(StraightThrough())["config"]
+        {'clip_value': None, 'surrogate': 'auto', 'temperature': 1.0}
+    """
     return keras.saving.serialize_keras_object(estimator)
 
 
 def deserialize(config):
-    """Builds an estimator from a config made by `serialize`."""
+    """Builds an estimator from a config made by `serialize` (`keras.saving.deserialize_keras_object`).
+
+    Args:
+        config: A dict returned by `serialize`.
+
+    Returns:
+        A new estimator equal in configuration to the serialized one.
+
+    Examples:
+        >>> deserialize(serialize(Relaxed(temperature=0.5)))
+        Relaxed(temperature=0.5, hard=False)
+    """
     return keras.saving.deserialize_keras_object(config)
 
 
@@ -45,16 +69,27 @@ def get(identifier):
         An `Estimator`.
 
     Raises:
-        ValueError: for an unknown name or another kind of object.
+        ValueError: for an unknown name, a config dict of something other than an estimator, or another
+            kind of object.
 
-    Example:
-    >>> get("dab")
-    DAB(approximator=None, gamma=10.0)
+    Examples:
+        >>> get("dab")
+        DAB(approximator=None, gamma=10.0)
+        >>> get("ste")
+        StraightThrough(clip_value=None, surrogate='auto', temperature=1.0)
+        >>> get(Relaxed(temperature=0.5, hard=True))
+        Relaxed(temperature=0.5, hard=True)
     """
     if isinstance(identifier, Estimator):
         return identifier
     if isinstance(identifier, dict):
-        estimator = deserialize(identifier)
+        try:
+            estimator = deserialize(identifier)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(
+                "`estimator` given as a dict must be a config made by dab_keras.estimators.serialize "
+                f"({error}). Received: estimator={identifier!r}"
+            ) from error
         if isinstance(estimator, Estimator):
             return estimator
     if isinstance(identifier, str) and identifier in ALIASES:

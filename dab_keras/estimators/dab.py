@@ -12,7 +12,14 @@ def approximator_output(approximator, x):
 
     The approximator is called through `stateless_call` with stop-gradient copies of its trainable
     weights, so the result's vector-Jacobian product is $J_g(x)^\top u$ and no task gradient reaches
-    g's weights. Returns float32.
+    g's weights.
+
+    Args:
+        approximator: A built Keras layer or model g.
+        x: The op's input (cast to the approximator's compute dtype).
+
+    Returns:
+        $g(x)$ as float32.
     """
     weights = [ops.stop_gradient(v.value) for v in approximator.trainable_variables]
     states = [v.value for v in approximator.non_trainable_variables]
@@ -25,6 +32,15 @@ def approximation_error(approximator, x, hard):
     r"""Per-batch mean of the per-example squared error $\sum (g(x) - h(x))^2$, training g only.
 
     The input is stop-gradient, so the error's gradient reaches g's weights and not `x`.
+
+    Args:
+        approximator: A built Keras layer or model g.
+        x: The op's input, `(batch, ...)`.
+        hard: The hard output $h(x)$, shaped like $g(x)$ (no gradient flows into it).
+
+    Returns:
+        A float32 scalar: $\frac1B \sum_b \lVert g(x_b) - h(x_b) \rVert^2$ (the sum runs over all
+        non-batch axes; for a rank-1 output, the mean of the squared errors).
     """
     g = ops.cast(approximator(ops.stop_gradient(ops.cast(x, approximator.compute_dtype))), "float32")
     squared = ops.square(g - ops.stop_gradient(ops.cast(hard, "float32")))
@@ -56,9 +72,18 @@ class DAB(Estimator):
             Defaults to `None` (the layer's default approximator).
         gamma: Weight γ >= 0 of the DAB loss. Defaults to `10.0` (the paper's).
 
-    Example:
-    >>> import dab_keras
-    >>> layer = dab_keras.layers.Sign(margin=0.5, estimator=DAB(gamma=10.0))
+    Raises:
+        ValueError: if `approximator` is neither `None` nor a Keras layer, or `gamma` is not a finite
+            number >= 0.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> layer = dab_keras.layers.Sign(margin=0.5, estimator=DAB(gamma=10.0))
+        >>> np.asarray(layer(np.array([[-1.0, 0.2, 0.7]]), training=True)).tolist()
+        [[-1.0, 0.0, 1.0]]
+        >>> len(layer.losses)  # γ times the approximator's squared error, added in training
+        1
 
     References:
         Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation

@@ -24,10 +24,23 @@ class Relaxed(Estimator):
         temperature: τ > 0, kept by the layer in a non-trainable variable. Defaults to `1.0`.
         hard: If `True`, output the hard value with the relaxation's gradient. Defaults to `False`.
 
-    Example:
-    >>> import dab_keras
-    >>> layer = dab_keras.layers.ArgMax(stochastic=True, seed=0,
-    ...                                 estimator=Relaxed(temperature=0.5, hard=True))
+    Raises:
+        ValueError: if `temperature` is not a finite number > 0 or `hard` is not a bool.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> layer = dab_keras.layers.Sign(estimator=Relaxed(temperature=1.0))
+        >>> x = np.array([[-0.5, 2.0]])
+        >>> np.round(np.asarray(layer(x, training=True)), 3).tolist()  # tanh(x / τ) in training
+        [[-0.462, 0.964]]
+        >>> np.asarray(layer(x)).tolist()  # the hard sign at inference
+        [[-1.0, 1.0]]
+
+        Straight-through Gumbel-Softmax (a hard one-hot sample, the relaxed sample's gradient):
+
+        >>> layer = dab_keras.layers.ArgMax(stochastic=True, seed=0,
+        ...                                 estimator=Relaxed(temperature=0.5, hard=True))
 
     References:
         Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017, arXiv:1611.01144.

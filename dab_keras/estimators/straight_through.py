@@ -32,9 +32,18 @@ class StraightThrough(Estimator):
         temperature: τ > 0 of the relaxation surrogate. The layer keeps it in a non-trainable variable
             that `dab_keras.callbacks.TemperatureSchedule` can anneal. Defaults to `1.0`.
 
-    Example:
-    >>> import dab_keras
-    >>> layer = dab_keras.layers.Sign(estimator=StraightThrough(clip_value=1.0))
+    Raises:
+        ValueError: for an invalid argument. When the layer runs in training: `surrogate="identity"`
+            for an op without an identity surrogate (`ArgMax`, `Sort`, `TopK`), or `clip_value` set
+            where the relaxation surrogate is used.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> layer = dab_keras.layers.Sign(estimator=StraightThrough(clip_value=1.0))
+        >>> np.asarray(layer(np.array([[-0.5, 2.0]]), training=True)).tolist()  # hard in training too
+        [[-1.0, 1.0]]
+        >>> sort = dab_keras.layers.Sort(estimator=StraightThrough(surrogate="relaxation", temperature=0.1))
 
     References:
         Bengio, Léonard & Courville, "Estimating or Propagating Gradients Through Stochastic Neurons for

@@ -54,10 +54,22 @@ class ElementwiseMLP(_MLP):
     with the input size, and its Jacobian is diagonal, like the op's.
 
     Args:
-        units: Hidden widths, an int or a tuple of ints. Defaults to `(32,)`.
+        units: Hidden widths, an int or a tuple of ints >= 1. Defaults to `(32,)`.
         activation: Hidden activation. Defaults to `"tanh"`.
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Input shape: any. Output shape: the input's.
+
+    Raises:
+        ValueError: if a width is not an integer >= 1.
+
+    Examples:
+        >>> import numpy as np
+        >>> mlp = ElementwiseMLP(units=(16,))
+        >>> tuple(mlp(np.zeros((2, 5), "float32")).shape)
+        (2, 5)
+        >>> mlp.count_params()  # 1 -> 16 -> 1, whatever the input size
+        49
     """
 
     def __init__(self, units=(32,), activation="tanh", **kwargs):
@@ -81,11 +93,21 @@ class AxisMLP(_MLP):
     `VectorQuantize` (over the code dimension).
 
     Args:
-        output_shape: Trailing output shape per input vector, e.g. `(n,)` or `(n, n)`.
-        units: Hidden widths, an int or a tuple of ints. Defaults to `(128,)`.
+        output_shape: Trailing output shape per input vector, a tuple of ints, e.g. `(n,)` or `(n, n)`.
+        units: Hidden widths, an int or a tuple of ints >= 1. Defaults to `(128,)`.
         activation: Hidden activation. Defaults to `"tanh"`.
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Input shape: `(..., n)`. Output shape: `(..., *output_shape)`.
+
+    Raises:
+        ValueError: if a width is not an integer >= 1.
+
+    Examples:
+        >>> import numpy as np
+        >>> mlp = AxisMLP((3, 3), units=8)  # e.g. scores of a 3 x 3 permutation matrix
+        >>> tuple(mlp(np.zeros((2, 3), "float32")).shape)
+        (2, 3, 3)
     """
 
     def __init__(self, output_shape, units=(128,), activation="tanh", **kwargs):
@@ -117,6 +139,26 @@ class ApproximationError(keras.metrics.Metric):
     during an epoch, so the progress bar shows 0 until the epoch ends; epoch logs (History, CSVLogger)
     hold the epoch's value. `evaluate` resets it and reports 0 because the
     approximator does not run at inference.
+
+    Every `DiscreteLayer` with `estimator="dab"` creates one as its `approximation_error` attribute; it
+    is not meant to be built by hand. `update_state` does nothing (the layer updates the sums),
+    `result()` is `total / max(count, 1)` and `reset_state()` zeroes both sums.
+
+    Args:
+        total: The layer's float32 scalar variable holding the sum of the per-step errors.
+        count: The layer's float32 scalar variable holding the number of steps summed.
+        name: Metric name (the layer's is `<layer name>_approximation_error`).
+
+    Examples:
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> layer = dab_keras.layers.Sign(estimator="dab", name="code")
+        >>> metric = layer.approximation_error
+        >>> metric.name, float(metric.result())
+        ('code_approximation_error', 0.0)
+        >>> _ = layer(np.array([[-1.0, 0.5]]), training=True)  # one training step: count 1
+        >>> bool(float(metric.result()) > 0.0)
+        True
     """
 
     def __init__(self, total, count, name):

@@ -10,7 +10,7 @@ from dab_keras.layers.approximators import ApproximationError
 
 
 class DiscreteLayer(keras.layers.Layer):
-    """Base class of layers that run a hard op and train through an estimator.
+    r"""Base class of layers that run a hard op and train through an estimator.
 
     A subclass defines the op: `hard(x)` (the exact forward), `relax(x, temperature)` (its continuous
     relaxation), optionally `identity_surrogate(x)` and `default_approximator(shape)`. For ops along an
@@ -32,6 +32,29 @@ class DiscreteLayer(keras.layers.Layer):
         estimator: `"straight_through"` (alias `"ste"`), `"relaxed"`, `"dab"`, or a
             `dab_keras.estimators.Estimator`. Defaults to `"straight_through"`.
         **kwargs: Base layer arguments (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: for an unknown `estimator`; when built, for inputs of rank < 2, an `axis` out of
+            range or equal to the batch axis, or an unknown size along `axis`.
+        TypeError: when called on non-floating-point inputs.
+
+    Examples:
+        A new op: rounding to the nearest integer, with an identity straight-through gradient and
+        $x - \sin(2\pi x)/2\pi$ (a smooth staircase that ignores τ) as its relaxation:
+
+        >>> import keras
+        >>> import numpy as np
+        >>> class Round(DiscreteLayer):
+        ...     def hard(self, x):
+        ...         return keras.ops.round(x)
+        ...     def relax(self, x, temperature):
+        ...         return x - keras.ops.sin(2 * np.pi * x) / (2 * np.pi)
+        ...     def identity_surrogate(self, x):
+        ...         return x
+        >>> np.asarray(Round()(np.array([[0.4, 1.6]]))).tolist()
+        [[0.0, 2.0]]
+        >>> Round(estimator="relaxed").temperature is not None  # relaxed: a temperature variable
+        True
     """
 
     axis = None
@@ -61,22 +84,70 @@ class DiscreteLayer(keras.layers.Layer):
 
     # ------------------------------------------------------------------ op interface (subclasses)
     def hard(self, x):
-        """The exact, non-differentiable forward of the op on `x` (float32, op axis last)."""
+        """The exact, non-differentiable forward of the op (subclasses implement it).
+
+        Args:
+            x: The op's input, float32 (float64 under a float64 policy), op axis last.
+
+        Returns:
+            The hard output: shaped like `x` for most ops (a `(..., n, n)` matrix for
+            `Sort(output_mode="permutation")`).
+        """
         raise NotImplementedError
 
     def relax(self, x, temperature):
-        """The op's continuous relaxation at `temperature`, shaped like `hard(x)`."""
+        """The op's continuous relaxation at `temperature` (subclasses implement it).
+
+        Used as the training output of `"relaxed"` and as the surrogate of `"straight_through"` for ops
+        without an identity surrogate.
+
+        Args:
+            x: The op's input, float32 (float64 under a float64 policy), op axis last.
+            temperature: τ, the layer's float32 temperature variable.
+
+        Returns:
+            A differentiable tensor shaped like `hard(x)`.
+
+        Raises:
+            NotImplementedError: in the base class (an op without a relaxation).
+        """
         raise NotImplementedError(f"{type(self).__name__} has no relaxation.")
 
     def identity_surrogate(self, x):
-        """A tensor shaped like `hard(x)` with identity Jacobian w.r.t. `x`, or `None` if there is none."""
+        """A tensor shaped like `hard(x)` with identity Jacobian w.r.t. `x`, or `None` if there is none.
+
+        Args:
+            x: The op's input, op axis last.
+
+        Returns:
+            `None` in the base class; ops whose output is shaped like their input return `x`.
+        """
         return None
 
     def default_approximator(self, shape):
-        """A new, unbuilt DAB approximator for op inputs of `shape` (op axis last)."""
+        """A new, unbuilt DAB approximator for op inputs of `shape` (op axis last).
+
+        Args:
+            shape: The op input's shape with the op's axis last, batch axis first (`None`).
+
+        Returns:
+            A Keras layer mapping such inputs to tensors shaped like `hard(x)`.
+
+        Raises:
+            NotImplementedError: in the base class (pass `DAB(approximator=...)` instead).
+        """
         raise NotImplementedError(f"{type(self).__name__} has no default approximator; pass one to DAB.")
 
     def add_approximation_loss(self, loss, error):
+        """Adds the DAB loss with `add_loss` and accumulates `error` for `approximation_error`.
+
+        Called by the `DAB` estimator in training (the layer must use it: the error sums exist only then).
+
+        Args:
+            loss: Scalar tensor, γ times `error`.
+            error: Scalar tensor, the batch's mean per-example squared approximation error (added
+                without gradient to the running sum; the step count grows by 1).
+        """
         self.add_loss(loss)
         total, count = self._error_sums
         total.assign_add(ops.cast(ops.stop_gradient(error), "float32"))
@@ -112,14 +183,25 @@ class DiscreteLayer(keras.layers.Layer):
                 self.approximator.build(shape)
 
     def build_op(self, shape):
-        """Hook for op-specific checks and weights, given the input shape with the op axis last."""
+        """Hook for op-specific checks and weights, run by `build` before the approximator is built.
+
+        Args:
+            shape: The input shape with the op's axis moved last.
+        """
 
     def _math_dtype(self):
         dtype = keras.backend.standardize_dtype(self.compute_dtype)
         return "float64" if dtype == "float64" else "float32"
 
     def check_input_dtype(self, inputs):
-        """Raises `TypeError` unless `inputs` (a tensor or `KerasTensor`) is floating point."""
+        """Raises `TypeError` unless `inputs` (a tensor or `KerasTensor`) is floating point.
+
+        Args:
+            inputs: A tensor or `KerasTensor`.
+
+        Raises:
+            TypeError: if `inputs.dtype` is not a floating-point dtype.
+        """
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         if not keras.backend.is_float_dtype(dtype):
             raise TypeError(
@@ -128,7 +210,17 @@ class DiscreteLayer(keras.layers.Layer):
             )
 
     def op_inputs(self, inputs):
-        """Checks the dtype, casts to the math dtype and moves the op's axis last."""
+        """Checks the dtype, casts to the math dtype and moves the op's axis last.
+
+        Args:
+            inputs: The layer's input tensor (the layer must be built when it has an `axis`).
+
+        Returns:
+            `inputs` as float32 (float64 under a float64 policy) with the op's axis last.
+
+        Raises:
+            TypeError: for non-floating-point inputs.
+        """
         self.check_input_dtype(inputs)
         x = ops.cast(inputs, self._math_dtype())
         if self.axis is not None and self._axis != len(x.shape) - 1:
@@ -136,13 +228,29 @@ class DiscreteLayer(keras.layers.Layer):
         return x
 
     def op_outputs(self, y, rank):
-        """Moves the op's axis back (for outputs of the input's rank) and casts to the compute dtype."""
+        """Moves the op's axis back (for outputs of the input's rank) and casts to the compute dtype.
+
+        Args:
+            y: The op's output, op axis last.
+            rank: Rank of the layer's input. Outputs of another rank (a permutation matrix) keep their
+                axes.
+
+        Returns:
+            `y` in the layer's layout and compute dtype.
+        """
         if self.axis is not None and self._axis != rank - 1 and len(y.shape) == rank:
             y = ops.moveaxis(y, -1, self._axis)
         return ops.cast(y, self.compute_dtype)
 
     def perturb(self, x):
-        """Hook applied to the op input before the op (e.g. Gumbel noise); identity by default."""
+        """Hook applied to the op input before the op (e.g. Gumbel noise); identity by default.
+
+        Args:
+            x: The op's input, op axis last.
+
+        Returns:
+            The input the hard op, the estimator and the approximator see (`x` in the base class).
+        """
         return x
 
     def call(self, inputs, training=None):
@@ -161,7 +269,15 @@ class DiscreteLayer(keras.layers.Layer):
         return self.output_spec(inputs)
 
     def output_spec(self, inputs):
-        """The symbolic output for `inputs`; override for outputs other than one compute-dtype tensor."""
+        """The symbolic output for `inputs`; override for outputs other than one compute-dtype tensor.
+
+        Args:
+            inputs: A `KerasTensor`.
+
+        Returns:
+            A `KerasTensor` of shape `compute_output_shape(inputs.shape)` and the compute dtype (a
+            structure of them for layers with several outputs).
+        """
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
 
     def _estimator_config(self):

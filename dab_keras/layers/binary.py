@@ -29,11 +29,14 @@ class Sign(DiscreteLayer):
 
     Input shape: `(batch, ...)`, floating point. Output shape: the same.
 
-    Example:
-    >>> import numpy as np
-    >>> layer = Sign(margin=0.5, estimator="dab")
-    >>> np.asarray(layer(np.array([[-1.0, 0.2, 0.7]]))).tolist()
-    [[-1.0, 0.0, 1.0]]
+    Raises:
+        ValueError: if `margin` is not a finite number >= 0, or for an unknown `estimator`.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = Sign(margin=0.5, estimator="dab")
+        >>> np.asarray(layer(np.array([[-1.0, 0.2, 0.7]]))).tolist()
+        [[-1.0, 0.0, 1.0]]
 
     References:
         Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation

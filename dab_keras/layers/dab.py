@@ -27,16 +27,20 @@ class DAB(DiscreteLayer):
         approximator: Optional Keras layer/model mapping x to a tensor shaped like `hard_fn(x)`.
             Defaults to `None` (an `AxisMLP`).
         gamma: Weight γ >= 0 of the DAB loss. Defaults to `10.0`.
-        **kwargs: Base layer arguments.
+        **kwargs: Base layer arguments (not `estimator`: this layer always uses DAB).
 
-    Example:
-    >>> import keras, numpy as np
-    >>> @keras.saving.register_keras_serializable(package="docs")
-    ... def parity(x):
-    ...     return keras.ops.mod(keras.ops.floor(x), 2.0)
-    >>> layer = DAB(parity)
-    >>> np.asarray(layer(np.array([[0.5, 1.5, 2.5]]))).tolist()
-    [[0.0, 1.0, 0.0]]
+    Raises:
+        ValueError: if `kwargs` holds `estimator`, `hard_fn` is not callable, or `gamma` is not a finite
+            number >= 0; when built with the default approximator, if `hard_fn` changes the leading axes.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> @keras.saving.register_keras_serializable(package="docs")
+        ... def parity(x):
+        ...     return keras.ops.mod(keras.ops.floor(x), 2.0)
+        >>> layer = DAB(parity)
+        >>> np.asarray(layer(np.array([[0.5, 1.5, 2.5]]))).tolist()
+        [[0.0, 1.0, 0.0]]
 
     References:
         Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation

@@ -27,11 +27,15 @@ class Quantize(DiscreteLayer):
 
     Input shape: `(batch, ...)`, floating point. Output shape: the same.
 
-    Example:
-    >>> import numpy as np
-    >>> layer = Quantize(levels=5, min_value=0.0, max_value=1.0)
-    >>> np.asarray(layer(np.array([[0.1, 0.4, 2.0]]))).tolist()
-    [[0.0, 0.5, 1.0]]
+    Raises:
+        ValueError: if `levels` is not an integer >= 2, `min_value >= max_value`, or for an unknown
+            `estimator`.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = Quantize(levels=5, min_value=0.0, max_value=1.0)
+        >>> np.asarray(layer(np.array([[0.1, 0.4, 2.0]]))).tolist()
+        [[0.0, 0.5, 1.0]]
     """
 
     def __init__(self, levels, min_value=-1.0, max_value=1.0, estimator="straight_through", **kwargs):

@@ -31,10 +31,14 @@ class ArgMax(DiscreteLayer):
 
     Input shape: `(batch, ..., n, ...)`, floating point. Output shape: the same, one-hot along `axis`.
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(ArgMax()(np.array([[0.5, 2.0, -1.0]]))).tolist()
-    [[0.0, 1.0, 0.0]]
+    Raises:
+        ValueError: for a non-integer `axis`, a non-bool `stochastic` or an unknown `estimator`; when
+            built, for an `axis` out of range or equal to 0.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(ArgMax()(np.array([[0.5, 2.0, -1.0]]))).tolist()
+        [[0.0, 1.0, 0.0]]
 
     References:
         Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017, arXiv:1611.01144.
@@ -93,10 +97,17 @@ class TopK(DiscreteLayer):
 
     Input shape: `(batch, ..., n, ...)`, floating point. Output shape: the same.
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(TopK(k=2)(np.array([[0.3, -1.0, 2.0, 0.5]]))).tolist()
-    [[0.0, 0.0, 1.0, 1.0]]
+    Raises:
+        ValueError: for an invalid argument; when built, if `k` exceeds the size of `axis` or `axis` is
+            out of range or 0.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[0.3, -1.0, 2.0, 0.5]])
+        >>> np.asarray(TopK(k=2)(x)).tolist()
+        [[0.0, 0.0, 1.0, 1.0]]
+        >>> np.asarray(TopK(k=2, output_mode="values")(x)).tolist()
+        [[0.0, 0.0, 2.0, 0.5]]
 
     References:
         Amos, Koltun & Kolter, "The Limited Multi-Label Projection Layer", 2019, arXiv:1905.04638.

@@ -40,12 +40,22 @@ class Sort(DiscreteLayer):
             Defaults to `"straight_through"`.
         **kwargs: Base layer arguments.
 
-    Input shape: `(batch, ..., n, ...)`, floating point.
+    Input shape: `(batch, ..., n, ...)`, floating point. Output shape: the input's (`"values"`,
+    `"indices"`) or `(batch, ..., n, n)` (`"permutation"`).
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(Sort()(np.array([[0.3, -1.0, 2.0]]))).tolist()
-    [[-1.0, 0.30000001192092896, 2.0]]
+    Raises:
+        ValueError: for an invalid argument; when built, for an `axis` out of range or 0, or an unknown
+            size along it.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[0.25, -1.0, 2.0]])
+        >>> np.asarray(Sort()(x)).tolist()
+        [[-1.0, 0.25, 2.0]]
+        >>> np.asarray(Sort(output_mode="indices", direction="descending")(x)).tolist()
+        [[2, 0, 1]]
+        >>> np.asarray(Sort(output_mode="permutation")(x)).tolist()
+        [[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
 
     References:
         Grover, Wang, Zweig & Ermon, "Stochastic Optimization of Sorting Networks via Continuous

@@ -34,14 +34,20 @@ class VectorQuantize(DiscreteLayer):
             Defaults to `"straight_through"`.
         **kwargs: Base layer arguments.
 
-    Input shape: `(batch, ..., code_dim)`, floating point. Output shape: the same.
+    Input shape: `(batch, ..., code_dim)`, floating point. Output shape: the same (and `(batch, ...)`
+    for the indices).
 
-    Example:
-    >>> import numpy as np
-    >>> layer = VectorQuantize(num_codes=8, code_dim=2, return_indices=True)
-    >>> quantized, indices = layer(np.random.default_rng(0).normal(size=(3, 2)).astype("float32"))
-    >>> tuple(quantized.shape), tuple(indices.shape)
-    ((3, 2), (3,))
+    Raises:
+        ValueError: for an invalid argument; when built, if the last axis is not `code_dim`.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = VectorQuantize(num_codes=8, code_dim=2, return_indices=True)
+        >>> quantized, indices = layer(np.random.default_rng(0).normal(size=(3, 2)).astype("float32"))
+        >>> tuple(quantized.shape), tuple(indices.shape)
+        ((3, 2), (3,))
+        >>> bool(np.array_equal(np.asarray(layer.codes(indices)), np.asarray(quantized)))
+        True
 
     References:
         van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation Learning", 2017,
@@ -96,12 +102,31 @@ class VectorQuantize(DiscreteLayer):
         return AxisMLP((shape[-1],), dtype=self.dtype_policy, name="approximator")
 
     def code_indices(self, inputs):
-        """Index of the nearest code for each vector of `inputs`: int32 of shape `inputs.shape[:-1]`."""
+        """Index of the nearest code for each vector of `inputs`: int32 of shape `inputs.shape[:-1]`.
+
+        As with `return_indices=True`, a vector holding a NaN gets index -1.
+
+        Args:
+            inputs: Floating-point tensor of shape `(batch, ..., code_dim)`. The layer must be built.
+
+        Returns:
+            An int32 tensor of shape `inputs.shape[:-1]` (ties go to the lowest index).
+
+        Raises:
+            TypeError: for non-floating-point inputs.
+        """
         x = self.op_inputs(ops.convert_to_tensor(inputs))
-        return ops.cast(ops.argmin(dab_ops.squared_distances(x, self._codebook(x)), axis=-1), "int32")
+        return dab_ops.vector_quantize(x, self._codebook(x))[1]
 
     def codes(self, indices):
-        """The codebook vectors at `indices` (any int shape), in the compute dtype."""
+        """The codebook vectors at `indices` (any int shape), in the compute dtype.
+
+        Args:
+            indices: Integer tensor of any shape with values in [0, `num_codes`). The layer must be built.
+
+        Returns:
+            A tensor of shape `(*indices.shape, code_dim)` in the layer's compute dtype.
+        """
         return ops.cast(ops.take(self.codebook, indices, axis=0), self.compute_dtype)
 
     def call(self, inputs, training=None):

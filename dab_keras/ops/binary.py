@@ -24,10 +24,13 @@ def sign(x, margin=0.0):
     Returns:
         A tensor of `x`'s shape and dtype with entries in {-1, +1} (or {-1, 0, +1} when `margin > 0`).
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(sign(np.array([-2.0, -0.2, 0.0, 0.3, 1.0]), margin=0.25)).tolist()
-    [-1.0, 0.0, 0.0, 1.0, 1.0]
+    Raises:
+        ValueError: if `margin` is not a finite number >= 0.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(sign(np.array([-2.0, -0.2, 0.0, 0.3, 1.0]), margin=0.25)).tolist()
+        [-1.0, 0.0, 0.0, 1.0, 1.0]
 
     References:
         Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation
@@ -57,17 +60,22 @@ def soft_sign(x, temperature, margin=0.0):
 
     Args:
         x: Floating-point tensor.
-        temperature: τ > 0, a float or scalar tensor. Smaller is closer to the hard sign.
+        temperature: τ > 0, a float or scalar tensor (cast to `x`'s dtype; not validated). Smaller is
+            closer to the hard sign.
         margin: Half-width of the zero band, a float >= 0. Defaults to `0.0`.
 
     Returns:
-        A tensor of `x`'s shape with entries in (-1, 1).
+        A tensor of `x`'s shape and dtype with entries in [-1, 1] (in (-1, 1) until tanh saturates in
+        floating point).
 
-    Example:
-    >>> import numpy as np
-    >>> y = soft_sign(np.array([-1.0, 0.0, 1.0]), temperature=0.01)
-    >>> np.round(np.asarray(y), 3).tolist()
-    [-1.0, 0.0, 1.0]
+    Raises:
+        ValueError: if `margin` is not a finite number >= 0.
+
+    Examples:
+        >>> import numpy as np
+        >>> y = soft_sign(np.array([-1.0, 0.0, 1.0]), temperature=0.01)
+        >>> np.round(np.asarray(y), 3).tolist()
+        [-1.0, 0.0, 1.0]
     """
     margin = _validation.check_non_negative_float("margin", margin)
     x = ops.convert_to_tensor(x)

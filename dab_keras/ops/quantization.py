@@ -31,10 +31,13 @@ def quantize(x, levels, min_value=-1.0, max_value=1.0):
     Returns:
         A tensor of `x`'s shape and dtype whose entries are levels.
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(quantize(np.array([-3.0, -0.4, 0.2, 0.9]), levels=3)).tolist()
-    [-1.0, 0.0, 0.0, 1.0]
+    Raises:
+        ValueError: if `levels` is not an integer >= 2 or `min_value >= max_value`.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(quantize(np.array([-3.0, -0.4, 0.2, 0.9]), levels=3)).tolist()
+        [-1.0, 0.0, 0.0, 1.0]
     """
     levels, a, step = _grid(levels, min_value, max_value)
     x = ops.convert_to_tensor(x)
@@ -53,23 +56,27 @@ def soft_quantize(x, levels, temperature, min_value=-1.0, max_value=1.0):
 
     so each step is a sigmoid centred on the midpoint between two levels, with width τ measured in
     level spacings. The output lies in (a, b) and its gradient
-    $\sum_j \sigma'(\cdot)/\tau$ is finite for finite `x`.
+    $\sum_j \sigma'(\cdot)/\tau$ is finite for finite `x`. Unlike `quantize`, inputs are not clipped:
+    far outside the range the staircase is flat at a or b.
 
     Args:
         x: Floating-point tensor.
         levels: Number of levels L, an integer >= 2.
-        temperature: τ > 0, in units of the level spacing.
+        temperature: τ > 0, in units of the level spacing (a float or scalar tensor).
         min_value: Lowest level a. Defaults to `-1.0`.
-        max_value: Highest level b. Defaults to `1.0`.
+        max_value: Highest level b, > `min_value`. Defaults to `1.0`.
 
     Returns:
-        A tensor of `x`'s shape.
+        A tensor of `x`'s shape and dtype with values in [a, b].
 
-    Example:
-    >>> import numpy as np
-    >>> y = soft_quantize(np.array([-3.0, -0.4, 0.2, 0.9]), levels=3, temperature=0.01)
-    >>> np.round(np.asarray(y), 3).tolist()
-    [-1.0, 0.0, 0.0, 1.0]
+    Raises:
+        ValueError: if `levels` is not an integer >= 2 or `min_value >= max_value`.
+
+    Examples:
+        >>> import numpy as np
+        >>> y = soft_quantize(np.array([-3.0, -0.4, 0.2, 0.9]), levels=3, temperature=0.01)
+        >>> np.round(np.asarray(y), 3).tolist()
+        [-1.0, 0.0, 0.0, 1.0]
     """
     levels, a, step = _grid(levels, min_value, max_value)
     x = ops.convert_to_tensor(x)

@@ -20,16 +20,16 @@ def one_hot_argmax(x, axis=-1):
     A slice holding `NaN` gives a slice of `NaN`.
 
     Args:
-        x: Floating-point tensor.
+        x: Floating-point tensor; the size of `axis` must be known.
         axis: Axis to take the argmax over. Defaults to `-1`.
 
     Returns:
-        A tensor of `x`'s shape and dtype, with exactly one 1 per slice along `axis`.
+        A tensor of `x`'s shape and dtype, with exactly one 1 per slice along `axis` (zeros elsewhere).
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(one_hot_argmax(np.array([[0.1, 2.0, -1.0]]))).tolist()
-    [[0.0, 1.0, 0.0]]
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(one_hot_argmax(np.array([[0.1, 2.0, -1.0]]))).tolist()
+        [[0.0, 1.0, 0.0]]
     """
     x = ops.convert_to_tensor(x)
     n = x.shape[axis]
@@ -43,28 +43,54 @@ def tempered_softmax(x, temperature, axis=-1):
     $$ \tilde h(x) = \operatorname{softmax}(x/\tau), \qquad
     \partial \tilde h / \partial x = (\operatorname{diag}(\tilde h) - \tilde h \tilde h^\top)/\tau. $$
 
+    As τ → 0 it tends to `one_hot_argmax` (away from ties); as τ → ∞ to the uniform distribution.
+    The temperature is not validated: pass τ > 0.
+
     Args:
-        x: Floating-point tensor.
-        temperature: τ > 0.
-        axis: Defaults to `-1`.
+        x: Floating-point tensor of logits.
+        temperature: τ > 0, a float or scalar tensor (cast to `x`'s dtype).
+        axis: Axis of the softmax. Defaults to `-1`.
 
     Returns:
-        A tensor of `x`'s shape; each slice along `axis` sums to 1.
+        A tensor of `x`'s shape and dtype; each slice along `axis` is positive and sums to 1.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 2.0, 0.0]])
+        >>> np.round(np.asarray(tempered_softmax(x, temperature=1.0)), 3).tolist()
+        [[0.245, 0.665, 0.09]]
+        >>> np.round(np.asarray(tempered_softmax(x, temperature=0.05)), 3).tolist()
+        [[0.0, 1.0, 0.0]]
     """
     x = ops.convert_to_tensor(x)
     return ops.softmax(x / ops.cast(temperature, x.dtype), axis=axis)
 
 
 def gumbel_noise(shape, seed=None, dtype="float32"):
-    r"""Standard Gumbel noise $G = -\log(-\log U)$, $U \sim \mathcal U(0, 1)$, always finite.
+    r"""Standard Gumbel noise $G = -\log(-\log U)$, $U \sim \mathcal U(10^{-20}, 1)$, always finite.
+
+    $U$ is drawn from $[10^{-20}, 1)$ rather than $[0, 1)$, so in float32 every sample lies in about
+    $[-3.83, 16.6]$ (no `-inf` from $U = 0$). Adding it to logits and taking the argmax samples from
+    Categorical(softmax(logits)) (`gumbel_max`).
 
     Args:
-        shape: Output shape.
-        seed: A `keras.random.SeedGenerator`, an int, or `None`.
-        dtype: Floating dtype. Defaults to `"float32"`.
+        shape: Output shape, a tuple of ints.
+        seed: A `keras.random.SeedGenerator` (advanced on each call), an int (the same noise for the same
+            int), or `None` (Keras's global seed generator). Defaults to `None`.
+        dtype: Floating dtype, float32 or wider (float16 underflows $10^{-20}$ to 0). Defaults to
+            `"float32"`.
 
     Returns:
-        A tensor of Gumbel(0, 1) samples.
+        A tensor of `shape` and `dtype` holding independent Gumbel(0, 1) samples.
+
+    Examples:
+        >>> import numpy as np
+        >>> g = np.asarray(gumbel_noise((2, 1000), seed=0))
+        >>> g.shape, bool(np.isfinite(g).all()), bool(-4.0 < g.min() and g.max() < 17.0)
+        ((2, 1000), True, True)
+
+    References:
+        Gumbel, "Statistical Theory of Extreme Values and Some Practical Applications", 1954.
     """
     u = keras.random.uniform(shape, minval=1e-20, maxval=1.0, dtype=dtype, seed=seed)
     return -ops.log(-ops.log(u))
@@ -73,15 +99,27 @@ def gumbel_noise(shape, seed=None, dtype="float32"):
 def gumbel_max(logits, seed=None, axis=-1):
     r"""One-hot sample from Categorical(softmax(logits)) by the Gumbel-max trick.
 
-    $$ h = \operatorname{one\_hot}(\arg\max_i (\ell_i + G_i)), \qquad G_i \sim \text{Gumbel}(0, 1). $$
+    $$ h = \operatorname{one\_hot}(\arg\max_i (\ell_i + G_i)), \qquad G_i \sim \text{Gumbel}(0, 1), $$
+
+    an exact sample: $P(h_i = 1) = \operatorname{softmax}(\ell)_i$. Not differentiable; `gumbel_softmax`
+    is its relaxation.
 
     Args:
         logits: Floating-point tensor of unnormalised log-probabilities.
-        seed: A `keras.random.SeedGenerator`, an int, or `None`.
+        seed: A `keras.random.SeedGenerator`, an int, or `None` (see `gumbel_noise`). Defaults to `None`.
         axis: Category axis. Defaults to `-1`.
 
     Returns:
-        A one-hot tensor of `logits`' shape.
+        A one-hot tensor of `logits`' shape and dtype (a slice of `NaN` where the logits hold a `NaN`).
+
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.array([[0.0, 100.0, 0.0]], "float32")  # category 1 has probability ~1
+        >>> np.asarray(gumbel_max(logits, seed=0)).tolist()
+        [[0.0, 1.0, 0.0]]
+
+    References:
+        Maddison, Tarlow & Minka, "A* Sampling", 2014, arXiv:1411.0030 (the Gumbel-max trick).
     """
     logits = ops.convert_to_tensor(logits)
     return one_hot_argmax(logits + gumbel_noise(ops.shape(logits), seed, logits.dtype), axis=axis)
@@ -93,16 +131,24 @@ def gumbel_softmax(logits, temperature, seed=None, axis=-1):
     $$ y = \operatorname{softmax}\!\left((\ell + G)/\tau\right), \qquad G_i \sim \text{Gumbel}(0, 1), $$
 
     distributed as RelaxedOneHotCategorical(τ, logits); as τ → 0 it becomes the one-hot `gumbel_max`
-    sample drawn with the same noise.
+    sample drawn with the same noise. Its gradient w.r.t. the logits is that of `tempered_softmax` at
+    $\ell + G$ (the reparameterization gradient).
 
     Args:
-        logits: Floating-point tensor.
-        temperature: τ > 0.
-        seed: A `keras.random.SeedGenerator`, an int, or `None`.
+        logits: Floating-point tensor of unnormalised log-probabilities.
+        temperature: τ > 0, a float or scalar tensor.
+        seed: A `keras.random.SeedGenerator`, an int, or `None` (see `gumbel_noise`). Defaults to `None`.
         axis: Category axis. Defaults to `-1`.
 
     Returns:
-        A tensor of `logits`' shape on the probability simplex along `axis`.
+        A tensor of `logits`' shape and dtype on the probability simplex along `axis`.
+
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.array([[0.0, 100.0, 0.0]], "float32")
+        >>> y = gumbel_softmax(logits, temperature=0.5, seed=0)
+        >>> np.round(np.asarray(y), 3).tolist()
+        [[0.0, 1.0, 0.0]]
 
     References:
         Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017, arXiv:1611.01144.
@@ -126,18 +172,21 @@ def top_k_mask(x, k, axis=-1):
     $$ h(x)_i = [\,x_i \text{ is among the } k \text{ largest}\,]. $$
 
     Args:
-        x: Floating-point tensor.
-        k: Number of entries to keep, 1 <= k <= size of `axis`.
-        axis: Defaults to `-1`.
+        x: Floating-point tensor; the size of `axis` must be known.
+        k: Number of entries to keep, an integer with 1 <= k <= size of `axis`.
+        axis: Axis to select along. Defaults to `-1`.
 
     Returns:
         A tensor of `x`'s shape and dtype with exactly `k` ones per slice (a slice holding `NaN` gives
         a slice of `NaN`).
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(top_k_mask(np.array([[0.3, -1.0, 2.0, 0.5]]), k=2)).tolist()
-    [[0.0, 0.0, 1.0, 1.0]]
+    Raises:
+        ValueError: if `k` is not an integer >= 1 or exceeds the size of `axis`.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(top_k_mask(np.array([[0.3, -1.0, 2.0, 0.5]]), k=2)).tolist()
+        [[0.0, 0.0, 1.0, 1.0]]
     """
     x = ops.convert_to_tensor(x)
     k = _check_k(k, x.shape[axis])
@@ -165,19 +214,23 @@ def soft_top_k(x, k, temperature, axis=-1):
     With `k` equal to the axis size the mask is all ones.
 
     Args:
-        x: Floating-point tensor.
-        k: Number of entries to keep, 1 <= k <= size of `axis`.
-        temperature: τ > 0, in the units of `x`.
-        axis: Defaults to `-1`.
+        x: Floating-point tensor; the size of `axis` must be known.
+        k: Number of entries to keep, an integer with 1 <= k <= size of `axis`.
+        temperature: τ > 0, in the units of `x` (a float or scalar tensor).
+        axis: Axis to select along. Defaults to `-1`.
 
     Returns:
-        A tensor of `x`'s shape whose slices along `axis` sum to `k`.
+        A tensor of `x`'s shape and dtype whose slices along `axis` sum to `k` (to the bisection's
+        precision, 40 halvings of a bracket 60 τ wider than the slice's range).
 
-    Example:
-    >>> import numpy as np
-    >>> m = soft_top_k(np.array([[0.3, -1.0, 2.0, 0.5]]), k=2, temperature=0.05)
-    >>> np.round(np.asarray(m), 2).tolist()
-    [[0.12, 0.0, 1.0, 0.88]]
+    Raises:
+        ValueError: if `k` is not an integer >= 1 or exceeds the size of `axis`.
+
+    Examples:
+        >>> import numpy as np
+        >>> m = soft_top_k(np.array([[0.3, -1.0, 2.0, 0.5]]), k=2, temperature=0.05)
+        >>> np.round(np.asarray(m), 2).tolist()
+        [[0.12, 0.0, 1.0, 0.88]]
 
     References:
         Amos, Koltun & Kolter, "The Limited Multi-Label Projection Layer", 2019, arXiv:1905.04638.

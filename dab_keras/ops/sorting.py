@@ -26,6 +26,9 @@ def _oriented(x, direction):
 def argsort(x, direction="ascending"):
     """Indices that sort `x` along the last axis (a stable sort).
 
+    `x[..., argsort(x)[..., i]]` is the i-th value in `direction`; equal values keep their input order
+    (in both directions).
+
     Args:
         x: Floating-point tensor of shape `(..., n)`.
         direction: `"ascending"` or `"descending"`. Defaults to `"ascending"`.
@@ -33,10 +36,13 @@ def argsort(x, direction="ascending"):
     Returns:
         An int32 tensor of shape `(..., n)`; -1 throughout a slice that holds a NaN.
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(argsort(np.array([0.3, -1.0, 2.0]))).tolist()
-    [1, 0, 2]
+    Raises:
+        ValueError: for another `direction`.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(argsort(np.array([0.3, -1.0, 2.0]))).tolist()
+        [1, 0, 2]
     """
     _check_direction(direction)
     x = ops.convert_to_tensor(x)
@@ -50,16 +56,20 @@ def permutation_matrix(x, direction="ascending"):
     $$ P_{ij} = [\,j = \operatorname{argsort}(x)_i\,], \qquad (P x)_i = x_{(i)}. $$
 
     Args:
-        x: Floating-point tensor of shape `(..., n)`.
+        x: Floating-point tensor of shape `(..., n)`, `n` known.
         direction: `"ascending"` or `"descending"`. Defaults to `"ascending"`.
 
     Returns:
-        A tensor of shape `(..., n, n)` and `x`'s dtype; rows and columns are one-hot.
+        A tensor of shape `(..., n, n)` and `x`'s dtype; rows and columns are one-hot (a slice of `x`
+        holding a NaN gives a matrix of NaN).
 
-    Example:
-    >>> import numpy as np
-    >>> np.asarray(permutation_matrix(np.array([0.3, -1.0, 2.0]))).tolist()
-    [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    Raises:
+        ValueError: for another `direction`.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(permutation_matrix(np.array([0.3, -1.0, 2.0]))).tolist()
+        [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     """
     x = ops.convert_to_tensor(x)
     matrix = ops.one_hot(argsort(x, direction), x.shape[-1], dtype=x.dtype)
@@ -75,7 +85,16 @@ def sort(x, direction="ascending"):
         direction: `"ascending"` or `"descending"`. Defaults to `"ascending"`.
 
     Returns:
-        A tensor of `x`'s shape.
+        A tensor of `x`'s shape and dtype, sorted along the last axis (NaN throughout a slice that holds
+        a NaN).
+
+    Raises:
+        ValueError: for another `direction`.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(sort(np.array([[0.5, -1.0, 2.0]]), direction="descending")).tolist()
+        [[2.0, 0.5, -1.0]]
     """
     _check_direction(direction)
     x = ops.convert_to_tensor(x)
@@ -96,12 +115,22 @@ def neural_sort(x, temperature, direction="descending"):
     formula to $-x$. As τ → 0 it tends to `permutation_matrix` (for distinct entries).
 
     Args:
-        x: Floating-point tensor of shape `(..., n)`.
-        temperature: τ > 0.
+        x: Floating-point tensor of shape `(..., n)`, `n` known.
+        temperature: τ > 0, a float or scalar tensor.
         direction: `"ascending"` or `"descending"`. Defaults to `"descending"` (the paper's).
 
     Returns:
-        A tensor of shape `(..., n, n)` whose rows sum to 1.
+        A tensor of shape `(..., n, n)` and `x`'s dtype whose rows are positive and sum to 1 (row i: a
+        soft one-hot of the index holding the i-th value).
+
+    Raises:
+        ValueError: for another `direction`.
+
+    Examples:
+        >>> import numpy as np
+        >>> p = neural_sort(np.array([0.5, -1.0, 2.0]), temperature=0.01)
+        >>> np.round(np.asarray(p), 3).tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
 
     References:
         Grover, Wang, Zweig & Ermon, "Stochastic Optimization of Sorting Networks via Continuous
@@ -127,11 +156,20 @@ def soft_sort(x, temperature, direction="descending"):
 
     Args:
         x: Floating-point tensor of shape `(..., n)`.
-        temperature: τ > 0.
+        temperature: τ > 0, a float or scalar tensor.
         direction: `"ascending"` or `"descending"`. Defaults to `"descending"` (the paper's).
 
     Returns:
-        A tensor of shape `(..., n, n)` whose rows sum to 1.
+        A tensor of shape `(..., n, n)` and `x`'s dtype whose rows are positive and sum to 1.
+
+    Raises:
+        ValueError: for another `direction`.
+
+    Examples:
+        >>> import numpy as np
+        >>> p = soft_sort(np.array([0.5, -1.0, 2.0]), temperature=0.01, direction="ascending")
+        >>> np.round(np.asarray(p), 3).tolist()
+        [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
 
     References:
         Prillo & Eisenschlos, "SoftSort: A Continuous Relaxation for the argsort Operator", 2020,

@@ -8,14 +8,22 @@ from dab_keras.ops._nan import flag_nan_slices
 def squared_distances(z, codebook):
     r"""Squared Euclidean distances between vectors and codes.
 
-    $d_{\cdot k} = \lVert z \rVert^2 - 2\, z \cdot e_k + \lVert e_k \rVert^2$, clipped at 0 against round-off.
+    $$ d_{k}(z) = \lVert z - e_k \rVert^2 = \lVert z \rVert^2 - 2\, z \cdot e_k + \lVert e_k \rVert^2, $$
+
+    computed with one matrix product in the expanded form and clipped at 0 against round-off.
 
     Args:
-        z: Tensor of shape `(..., D)`.
-        codebook: Tensor of shape `(K, D)`.
+        z: Floating-point tensor of shape `(..., D)`.
+        codebook: Tensor of shape `(K, D)` (cast to `z`'s dtype).
 
     Returns:
-        A tensor of shape `(..., K)`.
+        A tensor of shape `(..., K)` and `z`'s dtype, >= 0.
+
+    Examples:
+        >>> import numpy as np
+        >>> codebook = np.array([[0.0, 0.0], [1.0, 0.0]])
+        >>> np.asarray(squared_distances(np.array([[0.0, 0.0], [1.0, 1.0]]), codebook)).tolist()
+        [[0.0, 1.0], [2.0, 1.0]]
     """
     z = ops.convert_to_tensor(z)
     codebook = ops.cast(codebook, z.dtype)
@@ -34,18 +42,18 @@ def vector_quantize(z, codebook):
 
     Args:
         z: Floating-point tensor of shape `(..., D)`.
-        codebook: Tensor of shape `(K, D)`.
+        codebook: Tensor of shape `(K, D)` (cast to `z`'s dtype).
 
     Returns:
         A tuple `(quantized, indices)`: `quantized` of `z`'s shape, `indices` int32 of shape `(...)`.
         A vector holding a NaN gives a NaN vector and index -1.
 
-    Example:
-    >>> import numpy as np
-    >>> codebook = np.array([[0.0, 0.0], [1.0, 1.0]])
-    >>> q, idx = vector_quantize(np.array([[0.2, 0.1], [0.9, 0.7]]), codebook)
-    >>> np.asarray(idx).tolist(), np.asarray(q).tolist()
-    ([0, 1], [[0.0, 0.0], [1.0, 1.0]])
+    Examples:
+        >>> import numpy as np
+        >>> codebook = np.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> q, idx = vector_quantize(np.array([[0.2, 0.1], [0.9, 0.7]]), codebook)
+        >>> np.asarray(idx).tolist(), np.asarray(q).tolist()
+        ([0, 1], [[0.0, 0.0], [1.0, 1.0]])
 
     References:
         van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation Learning", 2017,
@@ -65,15 +73,27 @@ def soft_vector_quantize(z, codebook, temperature):
     \tilde q(z) = \sum_k w_k e_k, \qquad w = \operatorname{softmax}\!\left(-\lVert z - e_k\rVert^2/\tau\right),
     $$
 
-    which tends to `vector_quantize` as τ → 0 (away from ties).
+    which tends to `vector_quantize` as τ → 0 (away from ties). τ is in the units of squared distance.
 
     Args:
         z: Floating-point tensor of shape `(..., D)`.
-        codebook: Tensor of shape `(K, D)`.
-        temperature: τ > 0.
+        codebook: Tensor of shape `(K, D)` (cast to `z`'s dtype).
+        temperature: τ > 0, a float or scalar tensor.
 
     Returns:
-        A tensor of `z`'s shape.
+        A tensor of `z`'s shape and dtype: each vector a convex combination of the codes.
+
+    Examples:
+        >>> import numpy as np
+        >>> codebook = np.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> z = np.array([[0.2, 0.1], [0.5, 0.5]])
+        >>> np.round(np.asarray(soft_vector_quantize(z, codebook, temperature=0.01)), 3).tolist()
+        [[0.0, 0.0], [0.5, 0.5]]
+
+    References:
+        van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation Learning", 2017,
+        arXiv:1711.00937 (the hard op); soft assignment as in Agustsson et al., "Soft-to-Hard Vector
+        Quantization for End-to-End Learning Compressible Representations", 2017, arXiv:1704.00648.
     """
     z = ops.convert_to_tensor(z)
     tau = ops.cast(temperature, z.dtype)

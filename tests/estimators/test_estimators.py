@@ -287,6 +287,13 @@ def test_get_rejects_unknown_identifiers_and_lists_the_names(identifier):
         assert name in str(info.value)
 
 
+def test_get_rejects_a_broken_config_dict_naming_the_argument():
+    config = estimators.serialize(estimators.DAB(gamma=3.0))
+    config.update(class_name="NoSuchEstimator", registered_name="dab_keras>NoSuchEstimator")
+    with pytest.raises(ValueError, match="`estimator` given as a dict"):
+        estimators.get(config)
+
+
 def test_layers_resolve_estimators_with_get():
     assert isinstance(layers.Sign(estimator="ste").estimator, estimators.StraightThrough)
     with pytest.raises(ValueError, match="'relaxed'"):

@@ -290,3 +290,15 @@ def test_mixed_precision_relaxation_computed_in_float32(policy, name):
     if low_precision_differs:
         naive = keras.ops.convert_to_numpy(relaxation(x_low, tau)).astype(np.float32)
         assert not np.allclose(naive, expected, rtol=4 * ulp, atol=4 * ulp, equal_nan=False)
+
+
+def test_vq_code_indices_match_the_layer_and_flag_nan_vectors(rng):
+    layer = layers.VectorQuantize(num_codes=6, code_dim=3, return_indices=True)
+    x = rng.normal(size=(5, 3)).astype("float32")
+    x[2, 1] = np.nan
+    _, returned = layer(x)
+    codebook = keras.ops.convert_to_numpy(layer.codebook)
+    expected = np.argmin(((x[:, None, :] - codebook[None]) ** 2).sum(-1), axis=-1)
+    expected[2] = -1
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.code_indices(x)), expected)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(returned), expected)

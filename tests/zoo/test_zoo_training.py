@@ -22,6 +22,8 @@ def test_plan_turns_samples_into_whole_epochs_of_steps():
         training.plan(sorter, 256, samples=1024, epochs=1, steps_per_epoch=10)
     with pytest.raises(ValueError, match="at least the batch size"):
         training.plan(sorter, 256, samples=100, steps_per_epoch=10, synthetic=True)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        training.plan(sorter, 256, samples=4096, synthetic=True)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
@@ -45,6 +47,9 @@ def test_train_rejects_bad_settings(tmp_path):
         training.train("sorter", samples=1024, batch_size=256, strategy="tpu", output_dir=tmp_path, verbose=0)
     with pytest.raises(ValueError, match="learning_rate"):
         training.train("sorter", samples=1024, learning_rate=-1.0, output_dir=tmp_path, verbose=0)
+    for bad in (0, -8):
+        with pytest.raises(ValueError, match="batch_size"):
+            training.train("sorter", samples=1024, batch_size=bad, output_dir=tmp_path, verbose=0)
 
 
 _MIRRORED = textwrap.dedent(
