@@ -287,9 +287,11 @@ class ClassifierTask(zoo_task.Task):
 
     def train_data(self, batch_size, seed, data="tfds", initial_epoch=0):
         mnist = zoo_data.load_mnist(data)
-        source = "TensorFlow Datasets 'mnist'" if data == "tfds" else f"MNIST from {data}"
         x, y = mnist["x_train"], mnist["y_train"]
-        description = f"{source}: the training split ({len(x)} images), shuffled each epoch, seed {seed}"
+        description = (
+            f"MNIST from {zoo_data.describe_source(data)}: the training split ({len(x)} images), "
+            f"shuffled each epoch, seed {seed}"
+        )
         if not self.max_shift:
             return zoo_task.TrainData(x=x, y=y, epoch_size=len(x), description=description)
         data = ShiftedMNIST(x, y, batch_size, self.max_shift, seed=seed, initial_epoch=initial_epoch)

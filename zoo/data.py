@@ -128,6 +128,35 @@ def load_mnist(data="tfds", data_dir=None, download=True):
     return _load_npz(os.fspath(data))
 
 
+def describe_source(data="tfds"):
+    """One line naming an MNIST source for a manifest, without the machine's own paths.
+
+    Args:
+        data: `"tfds"` or the path of a `.npz` file, as given to `load_mnist`.
+
+    Returns:
+        `"TensorFlow Datasets 'mnist'"`, or the file's name with its sha256 (and a note when it is
+        Keras's `mnist.npz`), so that the record identifies the data wherever the file lay.
+
+    Examples:
+        >>> describe_source()
+        "TensorFlow Datasets 'mnist'"
+        >>> import os, tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "digits.npz")
+        ...     with open(path, "wb") as f:
+        ...         _ = f.write(b"abc")
+        ...     describe_source(path)
+        'digits.npz (sha256 ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad)'
+    """
+    if data == "tfds":
+        return "TensorFlow Datasets 'mnist'"
+    path = os.fspath(data)
+    digest = sha256(path)
+    note = ", Keras's mnist.npz" if digest == MNIST_NPZ_SHA256 else ""
+    return f"{os.path.basename(path)} (sha256 {digest}{note})"
+
+
 def binarize(images, method="threshold", threshold=0.5, seed=None):
     """Binarizes images in [0, 1].
 

@@ -855,7 +855,7 @@ class VAETask(zoo_task.Task):
     def train_data(self, batch_size, seed, data="tfds", initial_epoch=0):
         images = zoo_data.load_mnist(data)["x_train"]
         x = DynamicallyBinarizedMNIST(images, batch_size, seed=seed, initial_epoch=initial_epoch)
-        source = "TensorFlow Datasets mnist" if data == "tfds" else f"{getattr(data, 'name', None) or data}"
+        source = zoo_data.describe_source(data)
         return zoo_task.TrainData(
             x=x,
             steps_per_epoch=len(x),

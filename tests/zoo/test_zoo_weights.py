@@ -1,6 +1,7 @@
 """Weight files: manifests, sha256 and configuration checks, pretrained lookup, shipped files."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -111,6 +112,19 @@ def test_shipped_weights_match_their_manifest_and_load(manifest):
     assert data.sha256(path) == manifest["sha256"]
     assert manifest["command"].startswith(f"dab-zoo train {manifest['model']} --estimator {manifest['estimator']}")
     assert {"metrics", "data", "seed", "samples_seen", "config"} <= set(manifest)
+    # The record must reproduce elsewhere: no path of the machine that trained it.
+    for field in ("command", "data"):
+        assert not re.search(r"(^|[\s(])(/|[A-Za-z]:\\|~)", manifest[field]), (field, manifest[field])
     task = registry.get(manifest["model"])
     model = task.build(manifest["estimator"], weights="pretrained")
     assert model.count_params() > 0
+
+
+def test_describe_source_names_the_file_and_its_digest_not_its_folder(tmp_path):
+    path = tmp_path / "deep" / "mnist.npz"
+    path.parent.mkdir()
+    path.write_bytes(b"not really mnist")
+    description = data.describe_source(path)
+    assert description == f"mnist.npz (sha256 {data.sha256(path)})"
+    assert str(tmp_path) not in description
+    assert data.describe_source("tfds") == "TensorFlow Datasets 'mnist'"
