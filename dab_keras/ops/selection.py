@@ -77,8 +77,9 @@ def gumbel_noise(shape, seed=None, dtype="float32"):
         shape: Output shape, a tuple of ints.
         seed: A `keras.random.SeedGenerator` (advanced on each call), an int (the same noise for the same
             int), or `None` (Keras's global seed generator). Defaults to `None`.
-        dtype: Floating dtype, float32 or wider (float16 underflows $10^{-20}$ to 0). Defaults to
-            `"float32"`.
+        dtype: Floating dtype of the result. Narrower types (float16, bfloat16, as under a mixed-precision
+            policy) are drawn in float32 and cast, since $10^{-20}$ underflows to 0 in float16.
+            Defaults to `"float32"`.
 
     Returns:
         A tensor of `shape` and `dtype` holding independent Gumbel(0, 1) samples.
@@ -92,8 +93,12 @@ def gumbel_noise(shape, seed=None, dtype="float32"):
     References:
         Gumbel, "Statistical Theory of Extreme Values and Some Practical Applications", 1954.
     """
-    u = keras.random.uniform(shape, minval=1e-20, maxval=1.0, dtype=dtype, seed=seed)
-    return -ops.log(-ops.log(u))
+    dtype = keras.backend.standardize_dtype(dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        raise ValueError(f"gumbel_noise: `dtype` must be a floating dtype such as 'float32'; got {dtype!r}.")
+    draw_dtype = "float64" if dtype == "float64" else "float32"
+    u = keras.random.uniform(shape, minval=1e-20, maxval=1.0, dtype=draw_dtype, seed=seed)
+    return ops.cast(-ops.log(-ops.log(u)), dtype)
 
 
 def gumbel_max(logits, seed=None, axis=-1):

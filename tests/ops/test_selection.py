@@ -127,6 +127,28 @@ def test_gumbel_noise_moments_and_seeding():
     assert a.shape == (2, 3) and not np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_gumbel_noise_in_narrow_and_wide_dtypes_is_finite_gumbel(dtype):
+    import keras
+
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("JAX without x64 has no float64")
+    g = dab_ops.gumbel_noise((100_000,), seed=4, dtype=dtype)
+    assert keras.backend.standardize_dtype(g.dtype) == dtype
+    g = np.asarray(keras.ops.cast(g, "float32"))
+    assert np.all(np.isfinite(g))
+    assert abs(g.mean() - EULER_GAMMA) < 0.03
+    assert abs(g.var() - np.pi**2 / 6) < 0.1
+
+
+def test_gumbel_noise_rejects_an_integer_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        dab_ops.gumbel_noise((3,), seed=0, dtype="int32")
+
+
 @pytest.mark.parametrize("logits", [[1.0, 0.0, -1.0, 0.5], [3.0, -2.0, 0.0]])
 def test_gumbel_max_frequencies_match_softmax(logits):
     n = 20_000
