@@ -76,6 +76,8 @@ from dab_keras.zoo import task as zoo_task
 from dab_keras.zoo import weights as zoo_weights
 
 LATENTS = ("categorical", "binary")
+#: The estimator whose weights ship, per latent: what `DiscreteVAE()` and `dab-zoo train` use by default.
+DEFAULT_ESTIMATORS = {"categorical": "relaxed", "binary": "dab"}
 #: Seed of the one dynamic binarization of the test set (NumPy's generator).
 TEST_SEED = 20170101
 #: Seed of the latent noise (`keras.random.SeedGenerator`) in evaluation.
@@ -606,7 +608,7 @@ class DiscreteVAEModel(keras.Model):
 
 def DiscreteVAE(
     latent="categorical",
-    estimator="relaxed",
+    estimator=None,
     groups=30,
     categories=10,
     bits=200,
@@ -626,7 +628,8 @@ def DiscreteVAE(
             Defaults to `"categorical"`.
         estimator: `"relaxed"` (Gumbel-Softmax / binary Concrete at `temperature`), `"straight_through"`,
             `"dab"` (a dense approximator of `approximator_units` over the categories; element-wise for
-            bits) or an `Estimator`. Defaults to `"relaxed"`.
+            bits) or an `Estimator`. Defaults to `None`: the estimator whose weights ship for `latent`
+            (`DEFAULT_ESTIMATORS`: `"relaxed"` for categorical, `"dab"` for binary).
         groups: Number G of categorical latent variables. Defaults to `30`.
         categories: Categories K of each. Defaults to `10`.
         bits: Number D of binary latent variables (`latent="binary"` only). Defaults to `200`.
@@ -659,6 +662,8 @@ def DiscreteVAE(
         ((2, 30, 10), (3, 28, 28, 1), (2,))
     """
     latent = _validation.check_one_of("latent", latent, LATENTS)
+    if estimator is None:
+        estimator = DEFAULT_ESTIMATORS[latent]
     key = zoo_task.estimator_key(estimator)
     model_name = _MODEL_NAMES[latent]
     model = DiscreteVAEModel(
@@ -816,7 +821,7 @@ class VAETask(zoo_task.Task):
     Examples:
         >>> task = VAETask("binary")
         >>> task.name, task.default_estimator, task.epochs
-        ('binary_vae', 'relaxed', 60)
+        ('binary_vae', 'dab', 60)
     """
 
     uses_mnist = True
@@ -836,6 +841,7 @@ class VAETask(zoo_task.Task):
     def __init__(self, latent="categorical"):
         self.latent = _validation.check_one_of("latent", latent, LATENTS)
         self.name = _MODEL_NAMES[self.latent]
+        self.default_estimator = DEFAULT_ESTIMATORS[self.latent]
         if self.latent == "categorical":
             self.constructor = DiscreteVAE
             self.description = (

@@ -128,3 +128,17 @@ def test_describe_source_names_the_file_and_its_digest_not_its_folder(tmp_path):
     assert description == f"mnist.npz (sha256 {data.sha256(path)})"
     assert str(tmp_path) not in description
     assert data.describe_source("tfds") == "TensorFlow Datasets 'mnist'"
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_models_default_estimator_has_shipped_weights(name):
+    # `weights="pretrained"` is every constructor's default, so the default estimator must have weights.
+    task = registry.get(name)
+    shipped = {m["estimator"] for m in zoo_weights.shipped_manifests(name)}
+    assert task.default_estimator in shipped, (name, task.default_estimator, shipped)
+
+
+def test_binary_vae_constructor_defaults_to_its_shipped_estimator():
+    model = zoo.DiscreteVAE(latent="binary")  # raised before: no relaxed binary weights ship
+    assert model.get_config()["estimator"] == "dab"
+    assert zoo.DiscreteVAE().get_config()["estimator"] == "relaxed"
