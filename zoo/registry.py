@@ -84,7 +84,7 @@ def describe():
     Examples:
         >>> [(row["name"], row["pretrained"]) for row in describe()]  # doctest: +NORMALIZE_WHITESPACE
         [('binary_vae', ['dab']), ('discrete_vae', ['dab', 'relaxed']),
-         ('mnist_classifier', ['dab', 'relaxed', 'straight_through']), ('sorter', ['dab'])]
+         ('mnist_classifier', ['dab', 'relaxed', 'straight_through']), ('sorter', ['dab', 'straight_through'])]
     """
     rows = []
     for name in list_models():
