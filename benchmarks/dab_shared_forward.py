@@ -88,7 +88,7 @@ def main(argv=None):
     pairs = zip(two_forwards(x)[1], one_forward(x)[1])
     diff = max(float(np.max(np.abs(a.numpy() - c.numpy()))) for a, c in pairs)
     print(f"{args.op}: approximator {type(g).__name__}, input {tuple(x.shape)}; "
-          f"max |gradient difference| two vs one forward = {diff:.3g}")
+          f"max |gradient difference| two vs one forward = {diff:.3g}\n")
 
     fns = {}
     for mode in ("graph", "xla"):

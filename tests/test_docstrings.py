@@ -47,6 +47,7 @@ ZOO_MODULES = [
     "dab_keras.zoo.sorter",
     "dab_keras.zoo.classifier",
     "dab_keras.zoo.vae",
+    "dab_keras.zoo.cli",
 ]
 
 #: Symbols whose example is a fenced ```python block rather than executed `>>>` lines, with the reason.

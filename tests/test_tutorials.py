@@ -93,3 +93,18 @@ def test_metadata_and_size(name):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     size = (TUTORIALS / f"{name}.ipynb").stat().st_size
     assert size < MAX_BYTES, f"{name} is {size} bytes; keep plots small (< {MAX_BYTES} bytes in all)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_section_headings_are_plain_text(name):
+    # The docs site's table of contents (mkdocs-jupyter) drops inline code from headings and then links
+    # to an anchor that does not exist, so headings carry no backticks.
+    headings = [
+        line
+        for cell in _load(name)["cells"]
+        if cell["cell_type"] == "markdown"
+        for line in _source(cell).splitlines()
+        if line.startswith("#")
+    ]
+    assert headings, name
+    assert not [h for h in headings if "`" in h]

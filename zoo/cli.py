@@ -50,6 +50,16 @@ def _common(parser):
 
 
 def build_parser():
+    """The `dab-zoo` argument parser: the `list`, `train`, `evaluate` and `demo` subcommands.
+
+    Returns:
+        An `argparse.ArgumentParser`; `main` runs the command it parses.
+
+    Examples:
+        >>> args = build_parser().parse_args(["train", "sorter", "--estimator", "straight_through"])
+        >>> args.command, args.model, args.estimator
+        ('train', 'sorter', 'straight_through')
+    """
     parser = argparse.ArgumentParser(
         prog="dab-zoo",
         description="Pretrained dab_keras models: list them, train them, evaluate them, or run a demo.",
@@ -193,7 +203,24 @@ def _cmd_demo(args):
 
 
 def main(argv=None):
-    """Entry point of the `dab-zoo` console script."""
+    """Entry point of the `dab-zoo` console script: parses `argv` and runs the command.
+
+    Errors in the arguments or in the run (a bad value, a missing file) print one line and exit with
+    status 2; Ctrl-C exits with 130. `--backend` restarts the process with `KERAS_BACKEND` set.
+
+    Args:
+        argv: The arguments after `dab-zoo`, a list of strings. Defaults to `None` (`sys.argv[1:]`).
+
+    Returns:
+        `0` when the command succeeded (errors exit through `SystemExit` instead).
+
+    Examples:
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stdout(io.StringIO()) as out:
+        ...     status = main(["list"])
+        >>> status, "sorter" in out.getvalue()
+        (0, True)
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 // MathJax 3 configuration for pymdownx.arithmatex (generic mode) and for the rendered notebooks.
 // Arithmatex wraps TeX in elements of class "arithmatex" as \( ... \) and \[ ... \]; notebook Markdown
-// cells keep their $ ... $ and $$ ... $$. Everything else on a page is left alone.
+// cells keep their $ ... $ and $$ ... $$, so the whole page is searched (MathJax skips code and pre).
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"], ["$", "$"]],
@@ -9,7 +9,7 @@ window.MathJax = {
     processEnvironments: true,
   },
   options: {
-    ignoreHtmlClass: ".*|",
+    ignoreHtmlClass: "tex2jax_ignore",
     processHtmlClass: "arithmatex|jp-MarkdownOutput|jp-RenderedMarkdown",
   },
 };
