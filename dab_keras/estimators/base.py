@@ -101,8 +101,8 @@ class Bridgeable(typing.Protocol):
             x: The op's input (float32 or float64, op axis last).
 
         Returns:
-            `x` itself for ops whose output is shaped like their input (`Sign`, `Quantize`,
-            `VectorQuantize`), else `None` (no identity surrogate).
+            `x` itself for ops whose output is a hard copy of the input's values (`Sign`, `Quantize`,
+            `VectorQuantize`), else `None`: no identity surrogate (for one-hots, masks, permutations).
         """
 
     def add_approximation_loss(self, loss, error):

@@ -70,7 +70,9 @@ class DAB(Estimator):
         approximator: Optional Keras layer or model mapping the op's input (with the op's axis last) to a
             tensor shaped like its hard output. Used as given, not cloned: pass a fresh one per layer.
             Defaults to `None` (the layer's default approximator).
-        gamma: Weight γ >= 0 of the DAB loss. Defaults to `10.0` (the paper's).
+        gamma: Weight γ >= 0 of the DAB loss. That loss alone trains g, so γ scales g's gradient: with
+            Adam or RMSprop (invariant to a constant scale) it changes only the reported loss, with SGD
+            it is g's learning-rate factor, and `0` leaves g untrained. Defaults to `10.0` (the paper's).
 
     Raises:
         ValueError: if `approximator` is neither `None` nor a Keras layer, or `gamma` is not a finite

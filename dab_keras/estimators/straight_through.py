@@ -64,8 +64,9 @@ class StraightThrough(Estimator):
         if s is None:
             if self.surrogate == "identity":
                 raise ValueError(
-                    f"{type(op).__name__} has no identity surrogate (its output is not shaped like its "
-                    "input); use surrogate='relaxation' or 'auto'. Received: surrogate='identity'"
+                    f"{type(op).__name__} has no identity surrogate (its output is not a hard copy of the "
+                    "input's values but, e.g., a one-hot or a permutation); use surrogate='relaxation' or "
+                    "'auto'. Received: surrogate='identity'"
                 )
             if self.clip_value is not None:
                 raise ValueError(

@@ -26,7 +26,8 @@ class DAB(DiscreteLayer):
         hard_fn: Callable `x -> h(x)`, written with `keras.ops`.
         approximator: Optional Keras layer/model mapping x to a tensor shaped like `hard_fn(x)`.
             Defaults to `None` (an `AxisMLP`).
-        gamma: Weight γ >= 0 of the DAB loss. Defaults to `10.0`.
+        gamma: Weight γ >= 0 of the DAB loss, which alone trains the approximator (see
+            `dab_keras.estimators.DAB`). Defaults to `10.0`.
         **kwargs: Base layer arguments (not `estimator`: this layer always uses DAB).
 
     Raises:
