@@ -235,6 +235,37 @@ def test_frozen_dab_layer_still_bridges_but_adds_no_loss(rng):
     assert np.abs(frozen["grad_x"]).max() > 1e-4
 
 
+def _train_dab_model(gamma, optimizer, x, y, steps=5):
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([
+        keras.Input((x.shape[1],)),
+        keras.layers.Dense(8, name="before"),
+        layers.Sign(estimator=estimators.DAB(gamma=gamma), name="sign"),
+        keras.layers.Dense(1, name="after"),
+    ])
+    model.compile(optimizer=optimizer, loss="mse")
+    history = model.fit(x, y, batch_size=len(x), epochs=steps, shuffle=False, verbose=0)
+    return [np.asarray(w) for w in model.get_weights()], history.history["loss"]
+
+
+def test_dab_gamma_only_scales_the_approximators_gradient_so_adam_ignores_it(rng):
+    # The DAB loss is the only loss reaching g's weights and never reaches the others, so γ scales
+    # g's gradient alone; Adam is invariant to a constant gradient scale (up to its ε).
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    w1, loss1 = _train_dab_model(1.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
+    w100, loss100 = _train_dab_model(100.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
+    for a, b in zip(w1, w100):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert loss100[0] > 10 * loss1[0]  # the reported loss does include γ · error
+    # Under SGD γ is g's learning-rate factor: the approximators differ, the layers around it do not
+    # (their gradients never contain the DAB loss) until g's different Jacobian changes them.
+    s1, _ = _train_dab_model(1.0, keras.optimizers.SGD(1e-2), x, y, steps=1)
+    s100, _ = _train_dab_model(100.0, keras.optimizers.SGD(1e-2), x, y, steps=1)
+    differs = [not np.allclose(a, b) for a, b in zip(s1, s100)]
+    assert any(differs) and not all(differs)
+
+
 def test_dab_default_approximator_gradient_on_argmax(rng):
     x = rng.normal(size=(2, 5)).astype("float32")
     upstream = rng.normal(size=x.shape).astype("float32")
