@@ -239,9 +239,9 @@ def _train_dab_model(gamma, optimizer, x, y, steps=5):
     keras.utils.set_random_seed(7)
     model = keras.Sequential([
         keras.Input((x.shape[1],)),
-        keras.layers.Dense(8, name="before"),
-        layers.Sign(estimator=estimators.DAB(gamma=gamma), name="sign"),
-        keras.layers.Dense(1, name="after"),
+        keras.layers.Dense(8, name="before", dtype="float32"),
+        layers.Sign(estimator=estimators.DAB(gamma=gamma), name="sign", dtype="float32"),
+        keras.layers.Dense(1, name="after", dtype="float32"),
     ])
     model.compile(optimizer=optimizer, loss="mse")
     history = model.fit(x, y, batch_size=len(x), epochs=steps, shuffle=False, verbose=0)
@@ -255,8 +255,10 @@ def test_dab_gamma_only_scales_the_approximators_gradient_so_adam_ignores_it(rng
     y = rng.normal(size=(32, 1)).astype("float32")
     w1, loss1 = _train_dab_model(1.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
     w100, loss100 = _train_dab_model(100.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
+    # Equal up to float rounding, which Adam's normalisation can amplify in near-zero gradient components;
+    # a DAB loss that leaked into the other layers moves their weights by 1e-2 and more here.
     for a, b in zip(w1, w100):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-3)
     assert loss100[0] > 10 * loss1[0]  # the reported loss does include γ · error
     # Under SGD γ is g's learning-rate factor: the approximators differ, the layers around it do not
     # (their gradients never contain the DAB loss) until g's different Jacobian changes them.
