@@ -72,16 +72,24 @@ def _blob_url(config, path):
     return f"{repo_url}/blob/{BRANCH}/{path}"
 
 
-def _rewrite_link(target, page_uri, files, config):
-    bare = target[1:-1] if target.startswith("<") else target
-    parts = urlsplit(bare)
-    if parts.scheme or parts.netloc or bare.startswith(("#", "/")) or not parts.path:
-        return target
+def _resolve(target, page_uri):
+    """The repository path and `#fragment` a relative link on `page_uri` points at, or `None` for an
+    absolute, external or in-page link and for one that leaves the repository."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith(("#", "/")) or not parts.path:
+        return None
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(page_uri), parts.path))
-    if resolved.startswith("..") or files.get_file_from_path(resolved) is not None:
-        return target  # outside the repository (left to MkDocs to report) or part of the site
-    url = _blob_url(config, resolved)
-    return url + (f"#{parts.fragment}" if parts.fragment else "")
+    if resolved.startswith(".."):
+        return None
+    return resolved, (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def _rewrite_link(target, page_uri, files, config):
+    link = _resolve(target[1:-1] if target.startswith("<") else target, page_uri)
+    if link is None or files.get_file_from_path(link[0]) is not None:
+        return target  # not a repository file (left to MkDocs to report), or part of the site
+    resolved, fragment = link
+    return _blob_url(config, resolved) + fragment
 
 
 def on_page_markdown(markdown, page, config, files):
@@ -101,13 +109,10 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def _notebook_link(target, page, files, config, attribute):
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or target.startswith(("#", "/")) or not parts.path:
+    link = _resolve(target, page.file.src_uri)
+    if link is None:
         return target
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(page.file.src_uri), parts.path))
-    if resolved.startswith(".."):
-        return target
-    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    resolved, fragment = link
     file = files.get_file_from_path(resolved)
     if file is not None and attribute == "href":
         return get_relative_url(file.url, page.url) + fragment

@@ -825,7 +825,6 @@ class VAETask(zoo_task.Task):
     """
 
     uses_mnist = True
-    default_estimator = "relaxed"
     batch_size = 100
     learning_rate = 3e-3
     warmup_steps = 0

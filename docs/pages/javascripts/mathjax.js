@@ -1,6 +1,6 @@
 // MathJax 3 configuration for pymdownx.arithmatex (generic mode) and for the rendered notebooks.
-// Arithmatex wraps TeX in elements of class "arithmatex" as \( ... \) and \[ ... \]; notebook Markdown
-// cells keep their $ ... $ and $$ ... $$, so the whole page is searched (MathJax skips code and pre).
+// MathJax searches the whole page (skipping code, pre and class "tex2jax_ignore"):
+// arithmatex wraps TeX as \( ... \) and \[ ... \]; notebook Markdown cells keep their $ ... $ and $$ ... $$.
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"], ["$", "$"]],
@@ -10,7 +10,6 @@ window.MathJax = {
   },
   options: {
     ignoreHtmlClass: "tex2jax_ignore",
-    processHtmlClass: "arithmatex|jp-MarkdownOutput|jp-RenderedMarkdown",
   },
 };
 
