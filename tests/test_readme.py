@@ -24,7 +24,7 @@ def test_readme_example_trains_and_outputs_ternary_codes(capsys):
 
 def test_quickstart_script_prints_a_row_per_estimator():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--epochs", "1", "--samples", "2048",
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--epochs", "4", "--samples", "8192",
          "--verbose", "0"],
         capture_output=True,
         text=True,
@@ -34,6 +34,8 @@ def test_quickstart_script_prints_a_row_per_estimator():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "estimator" not in line]
     assert [row.split("|")[1].strip().split(" ")[0] for row in rows] == [
         "straight_through", "straight_through", "relaxed", "dab"]
+    # 128 steps learn the teacher's 10 classes well above chance (its most frequent class is 18 % of
+    # the test set) with every estimator (DAB's approximator needs some of them to learn the sign).
     for row in rows:
         accuracy = float(row.split("|")[2])
-        assert 0.0 <= accuracy <= 1.0
+        assert accuracy > 0.4, row

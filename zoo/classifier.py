@@ -22,7 +22,9 @@ import numpy as np
 
 import dab_keras as dk
 from dab_keras import _validation
+from dab_keras.zoo import codes as zoo_codes
 from dab_keras.zoo import data as zoo_data
+from dab_keras.zoo import metrics as zoo_metrics
 from dab_keras.zoo import task as zoo_task
 from dab_keras.zoo import weights as zoo_weights
 
@@ -119,7 +121,7 @@ def MNISTClassifier(
     )
     if not isinstance(include_top, bool):
         raise ValueError(f"`include_top` must be a bool. Received: include_top={include_top!r}")
-    key = zoo_task.estimator_key(estimator)
+    key = zoo_weights.estimator_key(estimator)
     if len(filters) > 4:
         raise ValueError(
             f"`filters` may hold at most 4 blocks (each halves the 28×28 image). Received: filters={filters!r}"
@@ -135,7 +137,7 @@ def MNISTClassifier(
     h = keras.layers.Dropout(float(dropout), name="dropout")(h)
     h = keras.layers.Dense(features, activation="tanh", name="features")(h)
     code = dk.layers.Sign(
-        margin=margin, estimator=zoo_task.code_estimator(estimator, features, approximator_units), name="sign"
+        margin=margin, estimator=zoo_codes.code_estimator(estimator, features, approximator_units), name="sign"
     )(h)
     outputs = code
     if include_top:
@@ -166,7 +168,7 @@ def MNISTClassifier(
             weights=weights,
             name=name,
         )
-        return zoo_task.copy_layer_weights(model, full)
+        return zoo_codes.copy_layer_weights(model, full)
     zoo_weights.load(model, weights, "mnist_classifier", key, config)
     return model
 
@@ -266,8 +268,8 @@ class ClassifierTask(zoo_task.Task):
 
     Examples:
         >>> task = ClassifierTask()
-        >>> task.name, task.epochs, task.headline_metric
-        ('mnist_classifier', 5, 'accuracy')
+        >>> task.name, task.epochs, task.default_estimator
+        ('mnist_classifier', 5, 'dab')
     """
 
     name = "mnist_classifier"
@@ -277,8 +279,6 @@ class ClassifierTask(zoo_task.Task):
     learning_rate = 2e-3
     warmup_steps = 200
     epochs = 5
-    uses_mnist = True
-    headline_metric = "accuracy"
     #: Training augmentation: random shifts of up to this many pixels (0: the plain images).
     max_shift = 2
 
@@ -314,6 +314,6 @@ class ClassifierTask(zoo_task.Task):
         logits = np.asarray(model.predict(x, batch_size=batch_size or 1000, verbose=verbose), "float64")
         return {
             "accuracy": float((logits.argmax(-1) == y).mean()),
-            "loss": float(zoo_task.sparse_nll(logits, y).mean()),
+            "loss": float(zoo_metrics.sparse_nll(logits, y).mean()),
             "test_images": int(len(y)),
         }

@@ -52,8 +52,8 @@ def get(name):
 
     Examples:
         >>> task = get("sorter")
-        >>> task.batch_size, task.headline_metric
-        (1024, 'all_or_none_accuracy')
+        >>> task.name, task.batch_size
+        ('sorter', 1024)
     """
     if name not in _TASKS:
         raise ValueError(f"Unknown zoo model {name!r}. Available: {', '.join(sorted(_TASKS))}.")

@@ -8,49 +8,6 @@ command line work from tasks only, so adding a model means adding one file and r
 import dataclasses
 
 import keras
-import numpy as np
-
-from dab_keras import estimators as dab_estimators
-from dab_keras import layers as dab_layers
-
-#: Estimators every zoo model trains with, by their registry names.
-ESTIMATORS = ("dab", "straight_through", "relaxed")
-
-
-def estimator_key(estimator):
-    """The name (`"dab"`, `"straight_through"`, `"relaxed"`) of an estimator, or `None` for a custom one.
-
-    A string alias resolves to its canonical name (`"ste"` → `"straight_through"`); an estimator object
-    counts as custom (its settings may differ from the recipe the shipped weights were trained with).
-
-    Args:
-        estimator: A name or alias from `dab_keras.estimators.ALIASES`, or an `Estimator` instance.
-
-    Returns:
-        `"dab"`, `"straight_through"` or `"relaxed"`, or `None` for an `Estimator` instance.
-
-    Raises:
-        ValueError: for an unknown name or another kind of object.
-
-    Examples:
-        >>> from dab_keras import estimators
-        >>> estimator_key("ste"), estimator_key("dab"), estimator_key(estimators.Relaxed(0.5))
-        ('straight_through', 'dab', None)
-    """
-    if isinstance(estimator, str):
-        cls = dab_estimators.ALIASES.get(estimator)
-        if cls is None:
-            raise ValueError(
-                f"Unknown estimator. Expected one of {sorted(dab_estimators.ALIASES)} or an Estimator "
-                f"instance. Received: estimator={estimator!r}"
-            )
-        return {dab_estimators.StraightThrough: "straight_through", dab_estimators.Relaxed: "relaxed",
-                dab_estimators.DAB: "dab"}[cls]
-    if isinstance(estimator, dab_estimators.Estimator):
-        return None
-    raise ValueError(
-        f"`estimator` must be one of {list(ESTIMATORS)} or an Estimator instance. Received: {estimator!r}"
-    )
 
 
 @dataclasses.dataclass
@@ -102,8 +59,7 @@ class Task:
     an instance known to `dab_keras.zoo.train`, `evaluate` and the `dab-zoo` command. The class
     attributes are documented where they are defined: `name`, `constructor`, `description`,
     `default_estimator`, the recipe's `batch_size`, `learning_rate`, `warmup_steps`, `epochs` or
-    `samples`, `steps_per_execution`, `jit_compile`, and `uses_mnist`, `headline_metric`,
-    `higher_is_better`.
+    `samples`, `steps_per_execution` and `jit_compile`.
 
     Examples:
         >>> from dab_keras.zoo import registry
@@ -135,11 +91,6 @@ class Task:
     steps_per_execution = 1
     #: XLA preference of the recipe (`None`: `training.default_jit_compile()`).
     jit_compile = None
-    #: Whether `--data` (an MNIST source) applies.
-    uses_mnist = False
-    #: The metric reported first in tables (with its direction).
-    headline_metric = ""
-    higher_is_better = True
 
     def build(self, estimator, weights=None, **config):
         """Returns the Keras model (the family's constructor).
@@ -269,90 +220,3 @@ def cosine_schedule(learning_rate, total_steps, warmup_steps=0):
         warmup_target=learning_rate if warmup_steps else None,
         warmup_steps=warmup_steps,
     )
-
-
-def code_estimator(estimator, width, approximator_units):
-    """The estimator of a `Sign` code of `width` units: `"dab"` by name gets a dense approximator.
-
-    The approximator is a tanh MLP over the whole code (`AxisMLP`, the DAB reference's "batch"
-    approximator), much cheaper per example than the default element-wise MLP run on each unit. Other
-    names and estimator objects pass through.
-
-    Args:
-        estimator: Estimator name or `Estimator` instance.
-        width: Width of the code (the `Sign` layer's input).
-        approximator_units: Hidden widths of the approximator.
-
-    Returns:
-        A `dab_keras.estimators.DAB` with an `AxisMLP((width,), units=approximator_units)` approximator
-        named `"approximator"` for `"dab"`, else `estimator` unchanged.
-
-    Raises:
-        ValueError: for an unknown estimator name.
-
-    Examples:
-        >>> code_estimator("dab", 256, (128,))
-        DAB(approximator=<approximator>, gamma=10.0)
-        >>> code_estimator("relaxed", 256, (128,))
-        'relaxed'
-    """
-    if isinstance(estimator, str) and estimator_key(estimator) == "dab":
-        return dab_estimators.DAB(
-            approximator=dab_layers.AxisMLP((width,), units=approximator_units, name="approximator")
-        )
-    return estimator
-
-
-def copy_layer_weights(target, source):
-    """Copies the weights of each layer of `target` from the layer of `source` with the same name.
-
-    Used to cut a model with loaded weights at its code (`include_top=False`).
-
-    Args:
-        target: A built Keras model.
-        source: A built Keras model holding a layer of the same name and weight shapes for every layer
-            of `target` that has weights.
-
-    Returns:
-        `target`, its weights overwritten.
-
-    Raises:
-        ValueError: if `source` has no layer of a needed name, or the weights' shapes differ.
-
-    Examples:
-        >>> import keras
-        >>> import numpy as np
-        >>> source = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a"),
-        ...                            keras.layers.Dense(1, name="b")])
-        >>> target = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a")])
-        >>> target = copy_layer_weights(target, source)
-        >>> kernel = source.get_layer("a").get_weights()[0]
-        >>> bool(np.array_equal(target.get_layer("a").get_weights()[0], kernel))
-        True
-    """
-    for layer in target.layers:
-        if layer.weights:
-            layer.set_weights(source.get_layer(layer.name).get_weights())
-    return target
-
-
-def sparse_nll(logits, labels):
-    """−log softmax(logits)[label] over the last axis (NumPy, float64-safe): shape of `labels`.
-
-    Computed with the max subtracted first, so large logits do not overflow.
-
-    Args:
-        logits: NumPy array `(..., C)`.
-        labels: Integer array (or list) of shape `logits.shape[:-1]` with values in [0, C).
-
-    Returns:
-        A NumPy array of shape `labels.shape` (the dtype of `logits`, or float64 for integer logits).
-
-    Examples:
-        >>> import numpy as np
-        >>> np.round(sparse_nll(np.zeros((2, 4)), [0, 3]), 4).tolist()  # log 4
-        [1.3863, 1.3863]
-    """
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return -np.take_along_axis(log_probs, np.asarray(labels).astype("int64")[..., None], axis=-1)[..., 0]

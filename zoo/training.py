@@ -196,7 +196,7 @@ def train(
         The same from the command line: `dab-zoo train sorter --estimator straight_through --samples 1e7`.
     """
     task = registry.get(model)
-    estimator = zoo_task.estimator_key(estimator or task.default_estimator)
+    estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
     batch_size = int(batch_size if batch_size is not None else task.batch_size)
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
@@ -385,7 +385,7 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
         ```
     """
     task = registry.get(model)
-    estimator = zoo_task.estimator_key(estimator or task.default_estimator)
+    estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
     net = task.build(estimator, weights=weights, **config)
     return task.evaluate(net, data=data, verbose=verbose)
 

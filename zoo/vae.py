@@ -97,7 +97,7 @@ def _estimator(estimator, latent, temperature, approximator_units, categories):
     """The estimator object of the sampling layer: names get the zoo's settings, objects pass through."""
     if not isinstance(estimator, str):
         return dab_estimators.get(estimator)
-    key = zoo_task.estimator_key(estimator)
+    key = zoo_weights.estimator_key(estimator)
     if key == "relaxed":
         return dab_estimators.Relaxed(temperature=temperature)
     if key == "straight_through":
@@ -664,7 +664,7 @@ def DiscreteVAE(
     latent = _validation.check_one_of("latent", latent, LATENTS)
     if estimator is None:
         estimator = DEFAULT_ESTIMATORS[latent]
-    key = zoo_task.estimator_key(estimator)
+    key = zoo_weights.estimator_key(estimator)
     model_name = _MODEL_NAMES[latent]
     model = DiscreteVAEModel(
         latent=latent,
@@ -824,15 +824,12 @@ class VAETask(zoo_task.Task):
         ('binary_vae', 'dab', 60)
     """
 
-    uses_mnist = True
     batch_size = 100
     learning_rate = 3e-3
     warmup_steps = 0
     #: 60 epochs of 600 batches: the constructor's `anneal_steps` (36,000) spans the run.
     epochs = 60
     steps_per_execution = 10
-    headline_metric = "neg_elbo"
-    higher_is_better = False
     #: Samples of the importance-weighted bound in evaluation (`0` skips it) and images it runs on.
     iwae_k = 100
     iwae_images = 10_000

@@ -12,19 +12,23 @@ Every shipped weight file `weights/<model>-<estimator>.weights.h5` has a manifes
 Loading checks the file's sha256 against the manifest and the model's configuration against the one the
 weights were trained with, and fails with a message that names both when they differ. A path given by the
 user is loaded as is; when a manifest with the same stem lies beside it (as `dab-zoo train` writes one),
-it is checked the same way.
+it is checked the same way. Files are keyed by the estimator's name (`estimator_key`).
 """
 
 import json
 import os
 from pathlib import Path
 
+from dab_keras import estimators as dab_estimators
 from dab_keras.zoo import data as zoo_data
 
 #: Folder of the weight files shipped with the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 _SUFFIX = ".weights.h5"
+
+#: Estimators every zoo model trains with, by their registry names (the keys of weight files).
+ESTIMATORS = ("dab", "straight_through", "relaxed")
 
 
 def weights_filename(model, estimator):
@@ -42,6 +46,42 @@ def weights_filename(model, estimator):
         'sorter-dab.weights.h5'
     """
     return f"{model}-{estimator}{_SUFFIX}"
+
+
+def estimator_key(estimator):
+    """The name (`"dab"`, `"straight_through"`, `"relaxed"`) of an estimator, or `None` for a custom one.
+
+    A string alias resolves to its canonical name (`"ste"` → `"straight_through"`); an estimator object
+    counts as custom (its settings may differ from the recipe the shipped weights were trained with).
+
+    Args:
+        estimator: A name or alias from `dab_keras.estimators.ALIASES`, or an `Estimator` instance.
+
+    Returns:
+        `"dab"`, `"straight_through"` or `"relaxed"`, or `None` for an `Estimator` instance.
+
+    Raises:
+        ValueError: for an unknown name or another kind of object.
+
+    Examples:
+        >>> from dab_keras import estimators
+        >>> estimator_key("ste"), estimator_key("dab"), estimator_key(estimators.Relaxed(0.5))
+        ('straight_through', 'dab', None)
+    """
+    if isinstance(estimator, str):
+        cls = dab_estimators.ALIASES.get(estimator)
+        if cls is None:
+            raise ValueError(
+                f"Unknown estimator. Expected one of {sorted(dab_estimators.ALIASES)} or an Estimator "
+                f"instance. Received: estimator={estimator!r}"
+            )
+        return {dab_estimators.StraightThrough: "straight_through", dab_estimators.Relaxed: "relaxed",
+                dab_estimators.DAB: "dab"}[cls]
+    if isinstance(estimator, dab_estimators.Estimator):
+        return None
+    raise ValueError(
+        f"`estimator` must be one of {list(ESTIMATORS)} or an Estimator instance. Received: {estimator!r}"
+    )
 
 
 def manifest_path(weights_path):

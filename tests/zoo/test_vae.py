@@ -45,9 +45,12 @@ def test_shapes_of_encode_decode_sample_and_bounds(latent):
     probs = _np(model.encode(x))
     latent_shape = (3, 4) if latent == "categorical" else (5,)
     assert probs.shape == (5, *latent_shape)
+    logits = _np(model.posterior_logits(x)).astype("float64")
     if latent == "categorical":
-        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-    assert ((probs >= 0) & (probs <= 1)).all()
+        expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    else:
+        expected = 1.0 / (1.0 + np.exp(-logits))
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
     z = _np(model.prior_sample(7, seed=1))
     assert z.shape == (7, *latent_shape)
     if latent == "categorical":
@@ -56,7 +59,9 @@ def test_shapes_of_encode_decode_sample_and_bounds(latent):
         assert set(np.unique(z)) <= {-1.0, 1.0}
     assert _np(model.decode(z)).shape == (7, 28, 28, 1)
     images = _np(model.sample(6, seed=2))
-    assert images.shape == (6, 28, 28, 1) and ((images > 0) & (images < 1)).all()
+    assert images.shape == (6, 28, 28, 1)
+    decoded = _np(model.decode(model.prior_sample(6, seed=2))).astype("float64")
+    np.testing.assert_allclose(images, 1.0 / (1.0 + np.exp(-decoded)), rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(images, _np(model.sample(6, seed=2)))
     out = model(x)
     assert tuple(out["logits"].shape) == (5, 28, 28, 1)
@@ -152,14 +157,17 @@ def test_dynamic_binarization_is_fresh_every_epoch_and_reproducible():
         data[3]
 
 
-def test_fit_with_and_without_targets_and_evaluate_reports_neg_elbo():
+def test_fit_with_and_without_targets_lowers_the_neg_elbo_that_evaluate_reports():
     model = _small("categorical", "straight_through")
     x = _images(16, seed=5)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(x, epochs=1, batch_size=8, verbose=0)
-    model.fit(x, x, epochs=1, batch_size=8, verbose=0)
-    logs = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
-    assert np.isfinite(logs["neg_elbo"]) and logs["neg_elbo"] > 0
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)["neg_elbo"]
+    model.fit(x, epochs=3, batch_size=8, verbose=0)
+    model.fit(x, x, epochs=3, batch_size=8, verbose=0)
+    after = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)["neg_elbo"]
+    # An untrained decoder puts every pixel at about 1/2 (784 log 2 = 543 nats); 12 Adam steps learn
+    # that most pixels are 0.
+    assert before > 450.0 and after < before - 50.0
 
 
 def test_fit_anneals_the_temperature_per_step():
@@ -186,7 +194,7 @@ def test_model_config_round_trip(tmp_path):
 def test_tasks_are_registered_with_their_latents():
     assert {"discrete_vae", "binary_vae"} <= set(zoo.list_models())
     task = zoo.registry.get("binary_vae")
-    assert task.headline_metric == "neg_elbo" and task.higher_is_better is False and task.uses_mnist
+    assert task.name == "binary_vae" and task.default_estimator == "dab"
     assert task.build("dab", **SMALL).latent == "binary"
     assert zoo.registry.get("discrete_vae").constructor is zoo.DiscreteVAE
     with pytest.raises(ValueError, match="No pretrained weights ship for model 'discrete_vae'"):

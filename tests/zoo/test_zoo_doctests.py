@@ -23,7 +23,8 @@ MODULES = sorted(
 
 
 def test_module_list_is_complete():
-    expected = ["classifier", "cli", "data", "registry", "sorter", "task", "training", "vae", "weights"]
+    expected = ["classifier", "cli", "codes", "data", "metrics", "registry", "sorter", "task", "training", "vae",
+                "weights"]
     assert {f"dab_keras.zoo.{name}" for name in expected} | NO_EXAMPLES <= set(MODULES)
 
 

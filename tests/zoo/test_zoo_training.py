@@ -32,16 +32,6 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     np.testing.assert_allclose(lrs, [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-9)
 
 
-def test_estimator_names_resolve_to_registry_keys():
-    import dab_keras as dk
-
-    assert task.estimator_key("ste") == "straight_through"
-    assert task.estimator_key("dab") == "dab"
-    assert task.estimator_key(dk.estimators.Relaxed()) is None
-    with pytest.raises(ValueError, match="estimator"):
-        task.estimator_key("hard")
-
-
 def test_train_rejects_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="strategy"):
         training.train("sorter", samples=1024, batch_size=256, strategy="tpu", output_dir=tmp_path, verbose=0)

@@ -4,6 +4,8 @@ import json
 import re
 import shutil
 
+import h5py
+import keras
 import numpy as np
 import pytest
 
@@ -117,7 +119,48 @@ def test_shipped_weights_match_their_manifest_and_load(manifest):
         assert not re.search(r"(^|[\s(])(/|[A-Za-z]:\\|~)", manifest[field]), (field, manifest[field])
     task = registry.get(manifest["model"])
     model = task.build(manifest["estimator"], weights="pretrained")
-    assert model.count_params() > 0
+    network = [w for w in model.trainable_weights if "approximator" not in w.path]
+    assert sum(int(np.prod(w.shape)) for w in network) == _network_parameters(manifest["model"], manifest["config"])
+    # Every trainable array of the model is one of the file's (so the file's values were loaded).
+    with h5py.File(path, "r") as f:
+        stored = []
+        f.visititems(lambda name, obj: stored.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    for w in model.trainable_weights:
+        value = np.asarray(keras.ops.convert_to_numpy(w))
+        assert any(s.shape == value.shape and np.array_equal(s, value) for s in stored), w.path
+
+
+def _dense(fan_in, units):
+    return fan_in * units + units
+
+
+def _network_parameters(model, config):
+    """Trainable parameters of the network without the estimator's approximator, from the architecture."""
+    if model == "sorter":
+        widths = [config["length"], *config["hidden_units"], config["latent_units"], config["length"] ** 2]
+        return sum(_dense(a, b) for a, b in zip(widths, widths[1:]))
+    if model == "mnist_classifier":
+        total, channels, side = 0, 1, 28
+        for width in config["filters"]:
+            for _ in range(config["convs_per_block"]):
+                total += 3 * 3 * channels * width + width
+                channels = width
+            side //= 2
+        return total + _dense(side * side * channels, config["features"]) + _dense(config["features"], 10)
+    if model in ("discrete_vae", "binary_vae"):
+        code = config["bits"] if config["latent"] == "binary" else config["groups"] * config["categories"]
+        widths = [28 * 28, *config["hidden_units"], code, *reversed(config["hidden_units"]), 28 * 28]
+        return sum(_dense(a, b) for a, b in zip(widths, widths[1:]))
+    raise AssertionError(f"no parameter count for {model}")
+
+
+def test_estimator_names_resolve_to_the_keys_of_weight_files():
+    assert zoo_weights.estimator_key("ste") == "straight_through"
+    assert zoo_weights.estimator_key("dab") == "dab"
+    assert zoo_weights.estimator_key(dk.estimators.Relaxed()) is None
+    with pytest.raises(ValueError, match="estimator"):
+        zoo_weights.estimator_key("hard")
+    assert zoo_weights.weights_filename("sorter", zoo_weights.estimator_key("ste")) == "sorter-straight_through.weights.h5"
 
 
 def test_describe_source_names_the_file_and_its_digest_not_its_folder(tmp_path):
