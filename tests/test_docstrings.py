@@ -48,6 +48,10 @@ ZOO_MODULES = [
     "dab_keras.zoo.sorter",
     "dab_keras.zoo.classifier",
     "dab_keras.zoo.vae",
+    "dab_keras.zoo.vae_model",
+    "dab_keras.zoo.vae_math",
+    "dab_keras.zoo.vae_evaluation",
+    "dab_keras.zoo.binarized_mnist",
     "dab_keras.zoo.codes",
     "dab_keras.zoo.metrics",
     "dab_keras.zoo.cli",
@@ -59,7 +63,7 @@ ZOO_INTERNAL = ["dab_keras.zoo.demo"]
 FENCED_EXAMPLES = {
     "dab_keras.zoo.training.train": "trains a model for minutes and writes a run folder",
     "dab_keras.zoo.training.evaluate": "runs the full test set (100,000 sequences or MNIST from tfds)",
-    "dab_keras.zoo.vae.binarized_test_sets": "reads the full MNIST test split (TensorFlow Datasets)",
+    "dab_keras.zoo.binarized_mnist.binarized_test_sets": "reads the full MNIST test split (TensorFlow Datasets)",
     "dab_keras.zoo.registry.register": "changes the process-wide registry of models",
 }
 
@@ -344,7 +348,7 @@ def test_checks_enough_symbols():
         "dab_keras.estimators.Bridgeable.relax",
         "dab_keras.layers.DiscreteLayer.hard",
         "dab_keras.callbacks.TemperatureSchedule",
-        "dab_keras.zoo.vae.DiscreteVAEModel.neg_iwae",
+        "dab_keras.zoo.vae_model.DiscreteVAEModel.neg_iwae",
         "dab_keras.zoo.training.train",
         "dab_keras.zoo.task.Task.train_data",
     ):

@@ -55,8 +55,9 @@ class Task:
     """Recipe of one zoo model: construction, data, compilation, evaluation and training defaults.
 
     Subclasses set the class attributes and implement `build`, `train_data` and `evaluate` (and
-    override `loss`, `metrics`, `data_kwargs`, `demo_batch` where needed); `registry.register` makes
-    an instance known to `dab_keras.zoo.train`, `evaluate` and the `dab-zoo` command. The class
+    override `loss`, `metrics`, `data_kwargs`, `callbacks`, `demo_batch` where needed);
+    `registry.register` makes an instance known to `dab_keras.zoo.train`, `evaluate` and the `dab-zoo`
+    command. The class
     attributes are documented where they are defined: `name`, `constructor`, `description`,
     `default_estimator`, the recipe's `batch_size`, `learning_rate`, `warmup_steps`, `epochs` or
     `samples`, `steps_per_execution` and `jit_compile`.
@@ -180,6 +181,21 @@ class Task:
             A dict of metric name to value: floats, and ints for the sizes of the test sets.
         """
         raise NotImplementedError
+
+    def callbacks(self, model, total_steps):
+        """Callbacks the recipe adds to `fit` (e.g. a temperature schedule), before the trainer's own.
+
+        They come first, so what they add to the epoch logs (such as `temperature`) reaches the
+        trainer's loggers.
+
+        Args:
+            model: The compiled model of the run (from `build`).
+            total_steps: Optimizer steps of the whole run.
+
+        Returns:
+            A list of `keras.callbacks.Callback` (empty in the base class).
+        """
+        return []
 
     def demo_batch(self):
         """A few test inputs and their targets, for `dab-zoo demo`.

@@ -245,6 +245,7 @@ def train(
         task.compile(net, optimizer, jit_compile, steps_per_execution)
 
     callbacks = [
+        *task.callbacks(net, total_steps),  # the recipe's own (e.g. the VAE's temperature schedule)
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
         keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=resume),
         keras.callbacks.ModelCheckpoint(str(output_dir / "checkpoint.weights.h5"), save_weights_only=True),

@@ -1,13 +1,17 @@
-"""The zoo's discrete VAE: shapes, the ELBO and IWAE against NumPy, dynamic binarization, train/load."""
+"""The zoo's discrete VAE: shapes, the ELBO and IWAE against NumPy, dynamic binarization, annealing,
+train/load, and the shipped weights."""
 
+import csv
 import math
 import pathlib
 
+import h5py
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
+from dab_keras import callbacks as dab_callbacks
 from dab_keras import zoo
 from dab_keras.zoo import vae
 
@@ -170,20 +174,73 @@ def test_fit_with_and_without_targets_lowers_the_neg_elbo_that_evaluate_reports(
     assert before > 450.0 and after < before - 50.0
 
 
-def test_fit_anneals_the_temperature_per_step():
-    model = _small("categorical", "relaxed", min_temperature=0.25, anneal_steps=4)
-    np.testing.assert_allclose([float(model.scheduled_temperature(t)) for t in (0, 2, 4, 9)], [1.0, 0.5, 0.25, 0.25])
-    model.compile(optimizer="adam", steps_per_execution=2)
-    model.fit(_images(12), epochs=1, batch_size=2, verbose=0)  # 6 steps in 3 executions
-    assert float(_np(model.train_steps)) == 6.0
-    assert float(_np(model.sampler.temperature)) == pytest.approx(0.25)
-    assert not _small("categorical", "dab", min_temperature=0.25, anneal_steps=4).anneals
+def _former_schedule(step, total_steps, initial=1.0, minimum=0.3):
+    """τ of the former in-model schedule (float32): τ₀ (τ_min/τ₀)^min(t/T, 1)."""
+    fraction = np.minimum(np.float32(step) / np.float32(total_steps), np.float32(1.0))
+    return np.float32(initial) * np.power(np.float32(minimum) / np.float32(initial), fraction)
+
+
+def test_recipe_annealing_matches_the_former_in_model_schedule_step_for_step():
+    task = zoo.registry.get("discrete_vae")
+    total = task.epochs * 600  # 60 epochs of 600 batches of 100 images
+    callback = vae.temperature_annealing(total, 1.0, task.min_temperature)
+    assert isinstance(callback, dab_callbacks.TemperatureSchedule) and callback.update_freq == "batch"
+    steps = np.arange(total + 100)
+    ours = np.array([callback.schedule(int(t)) for t in steps])
+    np.testing.assert_allclose(ours, _former_schedule(steps, total), rtol=2e-6)
+    assert ours[0] == 1.0 and ours[total] == pytest.approx(0.3) and ours[-1] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="total_steps"):
+        vae.temperature_annealing(0)
+    with pytest.raises(ValueError, match="min_temperature"):
+        vae.temperature_annealing(10, min_temperature=-1.0)
+
+
+def test_fit_anneals_tau_per_optimizer_step_through_the_callback():
+    model = _small("categorical", "relaxed")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(_np(model.sampler.temperature)))
+
+    model.compile(optimizer="adam")
+    model.fit(_images(12), epochs=1, batch_size=2, verbose=0,
+              callbacks=[vae.temperature_annealing(4, min_temperature=0.25), Record()])  # 6 steps
+    np.testing.assert_allclose(seen, _former_schedule(np.arange(6), 4, 1.0, 0.25), rtol=1e-6)
+    # Without the callback τ stays where it is: the model itself has no schedule and no step counter.
+    fixed = _small("categorical", "relaxed", temperature=0.7)
+    fixed.compile(optimizer="adam")
+    fixed.fit(_images(4), epochs=1, batch_size=2, verbose=0)
+    assert float(_np(fixed.sampler.temperature)) == pytest.approx(0.7)
+    assert {id(w) for w in fixed.non_trainable_weights} <= {id(w) for w in fixed.sampler.weights}
+
+
+@pytest.mark.parametrize("estimator,anneals", [("relaxed", True), ("straight_through", True), ("dab", False)])
+def test_the_recipe_adds_the_annealing_callback_where_there_is_a_temperature(estimator, anneals):
+    task = zoo.registry.get("discrete_vae")
+    callbacks = task.callbacks(task.build(estimator, **SMALL), total_steps=100)
+    assert [type(c) for c in callbacks] == ([dab_callbacks.TemperatureSchedule] if anneals else [])
+    if anneals:
+        assert callbacks[0].schedule(100) == pytest.approx(task.min_temperature)
+
+
+def test_train_anneals_tau_over_the_whole_run(tmp_path):
+    npz = _fake_npz(tmp_path / "mnist.npz")
+    zoo.train("discrete_vae", estimator="relaxed", epochs=2, batch_size=20, data=npz, steps_per_execution=1,
+              output_dir=tmp_path / "run", verbose=0, config=SMALL, evaluate_at_end=False, jit_compile=False)
+    with open(tmp_path / "run" / "log.csv") as f:
+        logged = [float(row["temperature"]) for row in csv.DictReader(f)]
+    # 2 epochs of 2 steps: τ at the last step of each epoch (steps 1 and 3 of 4), 1.0 → 0.3 at step 4.
+    np.testing.assert_allclose(logged, _former_schedule(np.array([1, 3]), 4), rtol=1e-5)
 
 
 def test_model_config_round_trip(tmp_path):
     model = _small("binary", "dab")
     restored = vae.DiscreteVAEModel.from_config(model.get_config())
     assert restored.get_config() == model.get_config()
+    # Configurations saved with the former in-model schedule still load (its arguments are ignored).
+    legacy = {**model.get_config(), "min_temperature": 0.3, "anneal_steps": 36000}
+    assert vae.DiscreteVAEModel.from_config(legacy).get_config() == model.get_config()
     path = tmp_path / "vae.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -206,15 +263,42 @@ def test_tasks_are_registered_with_their_latents():
 _SHARED_MNIST = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.npz"
 
 
+_VAE_MANIFESTS = [m for m in zoo.weights.shipped_manifests() if m["model"] in ("discrete_vae", "binary_vae")]
+
+
 @pytest.mark.tensorflow_only  # the manifests' numbers come from TensorFlow's random streams
 @pytest.mark.skipif(not _SHARED_MNIST.is_file(), reason="no local copy of mnist.npz beside the checkout")
-def test_pretrained_gumbel_softmax_vae_reproduces_its_manifest_on_real_mnist():
-    manifest = zoo.weights.read_manifest(zoo.weights.WEIGHTS_DIR / "discrete_vae-relaxed.json")
-    metrics = zoo.registry.get("discrete_vae").evaluate(
-        zoo.DiscreteVAE(estimator="relaxed"), data=_SHARED_MNIST, iwae_k=0
-    )
-    assert metrics["neg_elbo"] == pytest.approx(manifest["metrics"]["neg_elbo"], abs=1e-3)
-    assert metrics["neg_elbo"] <= 105.0
+@pytest.mark.parametrize("manifest", _VAE_MANIFESTS, ids=lambda m: m["weights"])
+def test_pretrained_vaes_reproduce_their_manifests_on_real_mnist(manifest):
+    task = zoo.registry.get(manifest["model"])
+    metrics = task.evaluate(task.build(manifest["estimator"], weights="pretrained"), data=_SHARED_MNIST, iwae_k=0)
+    for key in ("neg_elbo", "neg_elbo_threshold"):
+        assert metrics[key] == pytest.approx(manifest["metrics"][key], abs=1e-3), key
+    if manifest["weights"] == "discrete_vae-relaxed.weights.h5":
+        assert metrics["neg_elbo"] <= 105.0
+
+
+def _datasets(path):
+    with h5py.File(path, "r") as f:
+        found = {}
+        f.visititems(lambda name, obj: found.update({name: obj.shape}) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+@pytest.mark.parametrize("manifest", _VAE_MANIFESTS, ids=lambda m: m["weights"])
+def test_the_weight_layout_of_the_shipped_files_is_kept(manifest, tmp_path):
+    task = zoo.registry.get(manifest["model"])
+    fresh = task.build(manifest["estimator"])
+    fresh.save_weights(tmp_path / "fresh.weights.h5")
+    saved, shipped = _datasets(tmp_path / "fresh.weights.h5"), _datasets(zoo.weights.WEIGHTS_DIR / manifest["weights"])
+    # Every variable the model saves comes from the shipped file, at the same place and shape; the only
+    # model-level variable of the file is the former schedule's step counter, which the model skips.
+    assert saved.items() <= shipped.items()
+    assert not any(name.startswith("vars/") for name in saved)
+    assert [name for name in shipped if name.startswith("vars/")] == ["vars/0"]
+    loaded = task.build(manifest["estimator"], weights="pretrained")
+    x = _images(3, seed=8)
+    assert not np.allclose(_np(loaded.encode(x)), _np(fresh.encode(x)))
 
 
 @pytest.mark.parametrize(

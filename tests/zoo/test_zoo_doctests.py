@@ -23,8 +23,8 @@ MODULES = sorted(
 
 
 def test_module_list_is_complete():
-    expected = ["classifier", "cli", "codes", "data", "metrics", "registry", "sorter", "task", "training", "vae",
-                "weights"]
+    expected = ["binarized_mnist", "classifier", "cli", "codes", "data", "metrics", "registry", "sorter", "task",
+                "training", "vae", "vae_evaluation", "vae_math", "vae_model", "weights"]
     assert {f"dab_keras.zoo.{name}" for name in expected} | NO_EXAMPLES <= set(MODULES)
 
 
