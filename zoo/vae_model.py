@@ -27,7 +27,8 @@ The sample is hard in the forward pass; its gradient comes from the estimator of
   element-wise MLP for the bits, trained on ‖g(ℓ + G) − z‖² with weight γ = 10 (its loss is added by
   the layer with `add_loss`).
 
-The model draws the noise itself and feeds ℓ + G to a deterministic `ArgMax` (or `Sign`): the same
+The model draws the noise itself (Gumbel noise from `dab_keras.ops.gumbel_noise`, the op
+`ArgMax(stochastic=True)` uses) and feeds ℓ + G to a deterministic `ArgMax` (or `Sign`): the same
 computation as `ArgMax(stochastic=True)`, whose noise comes from the layer's own generator, but a seed
 given to `neg_elbo`, `neg_iwae` or `sample` then reproduces the sample exactly.
 
@@ -64,6 +65,7 @@ from keras import ops
 import dab_keras as dk
 from dab_keras import _validation
 from dab_keras import estimators as dab_estimators
+from dab_keras import ops as dab_ops
 from dab_keras.zoo import vae_math
 from dab_keras.zoo import weights as zoo_weights
 
@@ -216,7 +218,8 @@ class DiscreteVAEModel(keras.Model):
     def latent_noise(self, shape, seed=None):
         """Gumbel (categorical) or logistic (binary) noise of `shape` from `seed` (default: the model's).
 
-        Gumbel: −log(−log U); logistic: log U − log(1 − U); U uniform in [1e-7, 1 − 1e-7].
+        Gumbel: `dab_keras.ops.gumbel_noise`, −log(−log U); logistic: log U − log(1 − U) with U uniform
+        in [1e-7, 1 − 1e-7].
 
         Args:
             shape: Shape of the noise (the logits').
@@ -226,9 +229,10 @@ class DiscreteVAEModel(keras.Model):
         Returns:
             float32 noise of `shape`.
         """
-        u = keras.random.uniform(shape, minval=1e-7, maxval=1.0 - 1e-7, seed=self.noise if seed is None else seed)
+        seed = self.noise if seed is None else seed
         if self.latent == "categorical":
-            return -ops.log(-ops.log(u))
+            return dab_ops.gumbel_noise(shape, seed=seed)
+        u = keras.random.uniform(shape, minval=1e-7, maxval=1.0 - 1e-7, seed=seed)
         return ops.log(u) - ops.log1p(-u)
 
     def draw(self, logits, training=False, seed=None):

@@ -12,6 +12,7 @@ import pytest
 from keras import ops
 
 from dab_keras import callbacks as dab_callbacks
+from dab_keras import ops as dab_ops
 from dab_keras import zoo
 from dab_keras.zoo import vae
 
@@ -232,6 +233,19 @@ def test_train_anneals_tau_over_the_whole_run(tmp_path):
         logged = [float(row["temperature"]) for row in csv.DictReader(f)]
     # 2 epochs of 2 steps: τ at the last step of each epoch (steps 1 and 3 of 4), 1.0 → 0.3 at step 4.
     np.testing.assert_allclose(logged, _former_schedule(np.array([1, 3]), 4), rtol=1e-5)
+
+
+def test_categorical_latent_noise_is_the_gumbel_noise_op():
+    model = _small("categorical")
+    np.testing.assert_array_equal(
+        _np(model.latent_noise((50, 3, 4), seed=7)), _np(dab_ops.gumbel_noise((50, 3, 4), seed=7))
+    )
+    # A seed generator gives a reproducible stream, as in evaluation.
+    first, second = keras.random.SeedGenerator(3), keras.random.SeedGenerator(3)
+    for _ in range(2):
+        np.testing.assert_array_equal(
+            _np(model.latent_noise((8, 3, 4), seed=first)), _np(dab_ops.gumbel_noise((8, 3, 4), seed=second))
+        )
 
 
 def test_model_config_round_trip(tmp_path):
