@@ -1,0 +1,103 @@
+"""Command line of the study harness.
+
+    python -m benchmarks.study list
+    python -m benchmarks.study run everyday --data /path/mnist.npz --seeds 3 --steps 100 400 --out study/everyday
+    python -m benchmarks.study run everyday ... --resume      # adds only the missing cells
+    python -m benchmarks.study report everyday --out study/everyday   # table and plots from the results file
+    python -m benchmarks.study gradients --samples 2000        # gradient-quality diagnostic
+"""
+
+import argparse
+import os
+import shlex
+import sys
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _parser():
+    from benchmarks.study import gradient_quality
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the tables and tasks")
+    for name, help_text in (("run", "run a table's missing cells, then write its table and plots"),
+                            ("report", "write a table and plots from the results file only")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("table", help="table name (see `list`)")
+        sub.add_argument("--out", default=None, help="output folder (default: study_runs/<table>)")
+        sub.add_argument("--estimators", nargs="+", default=None, help="default: the table's")
+        sub.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds, 0..n-1")
+        sub.add_argument("--steps", type=_positive_int, nargs="+", default=None, help="budgets (optimizer steps)")
+        if name == "run":
+            sub.add_argument("--data", default="/work/shared/data/mnist.npz",
+                             help="MNIST .npz (Keras layout) or 'tfds'")
+            sub.add_argument("--resume", action="store_true", help="skip cells already in results.jsonl")
+            sub.add_argument("--curve-every", type=_positive_int, default=25,
+                             help="steps per training-curve point")
+    gradient_quality.add_arguments(commands.add_parser("gradients", help="gradient-quality diagnostic"))
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    command = "python -m benchmarks.study " + shlex.join(argv)
+    if args.command == "gradients":
+        from benchmarks.study import gradient_quality
+
+        return gradient_quality.main(args, command)
+
+    from benchmarks.study import report, results, runner, tasks
+
+    if args.command == "list":
+        for table in tasks.TABLES.values():
+            print(f"{table.name}: {table.description}; tasks {', '.join(table.tasks)}; "
+                  f"estimators {', '.join(table.estimators)}; {table.seeds} seeds; steps {list(table.steps)}")
+        for task in tasks.TASKS.values():
+            print(f"  {task.name}: {task.description}")
+        return 0
+    try:
+        table = tasks.get_table(args.table)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("study_runs", table.name)
+    estimators = tuple(args.estimators or table.estimators)
+    unknown = [e for e in estimators if e not in tasks.ESTIMATORS]
+    if unknown:
+        print(f"`--estimators` must be among {tasks.ESTIMATORS}. Received: {unknown}", file=sys.stderr)
+        return 2
+    steps = tuple(sorted(set(args.steps or table.steps)))
+    seeds = args.seeds if args.seeds is not None else table.seeds
+    if args.command == "run":
+        if args.data != "tfds" and not os.path.isfile(args.data):
+            print(f"No MNIST .npz at `--data`. Received: --data {args.data}", file=sys.stderr)
+            return 2
+        try:
+            records = runner.run_table(table, out, estimators, seeds, steps, data_path=args.data,
+                                       resume=args.resume, curve_every=args.curve_every, command=command)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+    else:
+        records = results.read(os.path.join(out, "results.jsonl"))
+        if not records:
+            print(f"No results in {out}/results.jsonl", file=sys.stderr)
+            return 2
+    markdown = report.write_report(records, table, out, estimators, steps, seeds=set(range(seeds)), command=command)
+    print(markdown)
+    print(f"wrote {out}/table.md and {out}/curves_*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Writes a study's table (Markdown, mean ± 95 % t-interval over seeds) and learning-curve plots (PNG)."""
+
+import math
+import os
+
+import numpy as np
+
+from benchmarks.study import stats
+
+
+def _format(values, scale, digits):
+    mean, half, n = stats.mean_interval(values)
+    if math.isnan(half):
+        return f"{mean * scale:.{digits}f} (n={n})"
+    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f} (n={n})"
+
+
+def cell_values(records, task, estimator, step, seeds=None):
+    """The per-seed values of one cell, in seed order."""
+    found = sorted((r["seed"], r["value"]) for r in records.values()
+                   if r["task"] == task and r["estimator"] == estimator and r["steps"] == step
+                   and (seeds is None or r["seed"] in seeds))
+    return [value for _, value in found]
+
+
+def table_markdown(records, tasks, estimators, steps, seeds=None, scale=100.0, digits=1, metric="test accuracy (%)"):
+    """A Markdown table: one row per (task, estimator), one column per budget.
+
+    Cells read `mean ± h (n=k)`, h the half-width of the two-sided 95 % Student-t interval of the mean over
+    the k seeds (no interval for k = 1; "—" for a cell without results).
+
+    Args:
+        records: Results keyed by cell (`results.read`).
+        tasks, estimators, steps: Rows and columns, in order.
+        seeds: Seeds to include (`None`: all found).
+        scale: Factor applied to values (100 for accuracies in %). Defaults to `100.0`.
+        digits: Decimals shown. Defaults to `1`.
+        metric: Name of the metric for the header.
+
+    Returns:
+        The table as a string (ending in a newline).
+    """
+    head = "| task | estimator | " + " | ".join(f"{metric} @ {s} steps" for s in steps) + " |"
+    lines = [head, "|" + "---|" * (2 + len(steps))]
+    for task in tasks:
+        for estimator in estimators:
+            cells = []
+            for step in steps:
+                values = cell_values(records, task, estimator, step, seeds)
+                cells.append(_format(values, scale, digits) if values else "—")
+            lines.append(f"| {task} | {estimator} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curves(records, task, estimator):
+    """Per-seed training curves of the longest recorded run of (task, estimator): `{seed: array (m, 3)}`."""
+    best = {}
+    for r in records.values():
+        if r["task"] == task and r["estimator"] == estimator and r.get("curve"):
+            if r["seed"] not in best or r["steps"] > best[r["seed"]]["steps"]:
+                best[r["seed"]] = r
+    return {seed: np.asarray(r["curve"], dtype="float64") for seed, r in best.items()}
+
+
+def plot_task(records, task, estimators, steps, path, scale=100.0):
+    """Saves a PNG: training task loss per step (mean over seeds, 95 % band) and the test metric at budgets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for estimator in estimators:
+        per_seed = curves(records, task, estimator)
+        if per_seed:
+            length = min(len(c) for c in per_seed.values())
+            stacked = np.stack([c[:length] for c in per_seed.values()])  # (seeds, points, 3)
+            x = stacked[0, :, 0]
+            summary = [stats.mean_interval(stacked[:, i, 1]) for i in range(length)]
+            mean = np.array([m for m, _, _ in summary])
+            half = np.array([h for _, h, _ in summary])
+            (line,) = left.plot(x, mean, label=f"{estimator} (n={stacked.shape[0]})")
+            if stacked.shape[0] > 1:
+                # the band is clipped at the smallest loss seen (log axis); the seeds are drawn faintly
+                floor = 0.5 * float(np.min(stacked[:, :, 1]))
+                left.fill_between(x, np.maximum(mean - half, floor), mean + half, alpha=0.2,
+                                  color=line.get_color())
+                for seed_curve in stacked:
+                    left.plot(x, seed_curve[:, 1], color=line.get_color(), alpha=0.3, linewidth=0.7)
+        xs, means, halves = [], [], []
+        for step in steps:
+            values = cell_values(records, task, estimator, step)
+            if values:
+                mean, half, _ = stats.mean_interval(values)
+                xs.append(step)
+                means.append(mean * scale)
+                halves.append(0.0 if math.isnan(half) else half * scale)
+        if xs:
+            bars = right.errorbar(xs, means, yerr=halves, marker="o", capsize=4, label=estimator)
+            for step in xs:
+                values = np.asarray(cell_values(records, task, estimator, step)) * scale
+                right.scatter(np.full(len(values), step), values, s=10, alpha=0.5,
+                              color=bars[0].get_color())
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("training task loss (mean over seeds, 95 % band)")
+    left.set_yscale("log")
+    left.legend()
+    right.set_xlabel("optimizer steps (budget)")
+    right.set_xscale("log")
+    right.set_ylabel("test accuracy (%), mean ± 95 % t-interval, seeds")
+    right.set_ylim(0, 100 if scale == 100.0 else None)
+    right.legend()
+    figure.suptitle(task)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def write_report(records, table, out, estimators, steps, seeds=None, command=None):
+    """Writes `out/table.md` and `out/curves_<task>.png`; returns the Markdown text."""
+    text = [f"## {table.description}\n"]
+    if command:
+        text.append(f"`{command}`\n")
+    text.append(table_markdown(records, table.tasks, estimators, steps, seeds))
+    text.append("\nmean ± half-width of the two-sided 95 % Student-t interval over seeds (n seeds per cell).\n")
+    markdown = "\n".join(text)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(markdown)
+    for task in table.tasks:
+        plot_task(records, task, estimators, steps, os.path.join(out, f"curves_{task}.png"))
+    return markdown

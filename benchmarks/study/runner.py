@@ -1,0 +1,180 @@
+"""Runs a study table: every (task, estimator, seed) to its largest missing budget, one results line per cell.
+
+A run evaluates its test metric only at the table's budgets (test split, no tuning on it) and records a
+training curve (task loss and training accuracy, mean over each `curve_every` steps) on the way. The
+result after `s` steps of a longer run is the result of an `s`-step run: the data order and the
+initial weights depend only on the seed, and Adam has no schedule.
+"""
+
+import datetime
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.study import results as results_lib
+from benchmarks.study import tasks as tasks_lib
+
+LOGGER = "benchmarks.study"
+
+
+def index_stream(num_examples, seed):
+    """Yields training indices forever: one fresh permutation of the training set per epoch."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from rng.permutation(num_examples)
+
+
+def _take(stream, count):
+    return np.fromiter(stream, dtype="int64", count=count)
+
+
+def train_run(task, estimator, seed, steps, data, curve_every=25, log=None):
+    """Trains `task`'s model with `estimator` from `seed` and evaluates it after each budget in `steps`.
+
+    Args:
+        task: A `tasks.Task`.
+        estimator: Estimator name passed to the task's hard layers.
+        seed: Seed of the weights (`keras.utils.set_random_seed`) and of the data order.
+        steps: Budgets (optimizer steps) at which the test metric is recorded.
+        data: The task's data dict.
+        curve_every: Steps per point of the training curve. Defaults to `25`.
+        log: A `logging.Logger` for progress lines, or `None`.
+
+    Returns:
+        `(evaluations, curve)`: `{step: (metric, train_seconds)}` and a list of
+        `[step, task_loss, train_accuracy]` (means over the last `curve_every` steps).
+    """
+    checkpoints = sorted(set(int(s) for s in steps))
+    model = task.build(estimator, seed)
+    stream = index_stream(len(data["x_train"]), seed)
+    evaluations, curve = {}, []
+    done, seconds = 0, 0.0
+    for checkpoint in checkpoints:
+        while done < checkpoint:
+            chunk = min(curve_every, checkpoint - done)
+            index = _take(stream, chunk * task.batch_size)
+            start = time.perf_counter()
+            history = model.fit(data["x_train"][index], data["y_train"][index], batch_size=task.batch_size,
+                                epochs=1, shuffle=False, verbose=0)
+            seconds += time.perf_counter() - start
+            done += chunk
+            task_loss = float(history.history["task_loss"][-1])
+            accuracy = float(history.history["accuracy"][-1])
+            curve.append([done, task_loss, accuracy])
+            if not np.isfinite(task_loss):
+                raise FloatingPointError(f"{task.name}/{estimator}/seed {seed}: non-finite loss at step {done}")
+            if log:
+                log.info("step %d task_loss %.4f train_accuracy %.4f (%.1f s)", done, task_loss, accuracy,
+                         seconds)
+        metric = task.evaluate(model, data)
+        evaluations[checkpoint] = (metric, seconds)
+        if log:
+            log.info("step %d %s %.4f", checkpoint, task.metric, metric)
+    return evaluations, curve
+
+
+def _file_logger(name, path):
+    log = logging.getLogger(f"{LOGGER}.{name}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+def study_logger(out):
+    """The study's logger: `out/study.log` and stdout."""
+    log = logging.getLogger(LOGGER)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    file_handler = logging.FileHandler(os.path.join(out, "study.log"))
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    stream_handler = logging.StreamHandler(sys.stdout)
+    stream_handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(file_handler)
+    log.addHandler(stream_handler)
+    return log
+
+
+def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=None, resume=False,
+              curve_every=25, train=train_run, command=None):
+    """Runs the missing cells of a table and returns all its records.
+
+    Args:
+        table: A `tasks.Table`.
+        out: Output folder (results.jsonl, study.log, logs/, table.md, curves_*.png).
+        estimators, seeds, steps: Override the table's defaults (`seeds` is a count: seeds 0..seeds-1).
+        data_path: Data passed to each task's `data` loader.
+        resume: Skip cells already in `out/results.jsonl`. Without it, an existing non-empty results
+            file is refused so that no study is mixed into another by accident.
+        curve_every: Steps per training-curve point.
+        train: The training function (`train_run`'s signature); tests pass a fake.
+        command: The command line recorded with each result.
+
+    Returns:
+        The records of `out/results.jsonl` keyed by cell, after the run.
+    """
+    estimators = tuple(estimators or table.estimators)
+    seeds = tuple(range(seeds if seeds is not None else table.seeds))
+    steps = tuple(sorted(set(steps or table.steps)))
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    path = os.path.join(out, "results.jsonl")
+    records = results_lib.read(path)
+    if records and not resume:
+        raise ValueError(f"{path} already holds {len(records)} results: pass --resume to add the missing cells, "
+                         "or choose another --out.")
+    log = study_logger(out)
+    log.info("table %s: tasks %s, estimators %s, seeds %s, steps %s", table.name, ", ".join(table.tasks),
+             ", ".join(estimators), list(seeds), list(steps))
+    loaded = {}
+    for task_name in table.tasks:
+        task = tasks_lib.TASKS[task_name]
+        for estimator in estimators:
+            for seed in seeds:
+                missing = results_lib.missing_steps(records, task.name, estimator, seed, steps)
+                if not missing:
+                    log.info("skip %s / %s / seed %d: all budgets done", task.name, estimator, seed)
+                    continue
+                if task.data not in loaded:
+                    loaded[task.data] = task.data(data_path)
+                data = loaded[task.data]
+                run_name = f"{task.name}__{estimator}__seed{seed}"
+                run_log = _file_logger(run_name, os.path.join(out, "logs", f"{run_name}.log"))
+                log.info("run %s / %s / seed %d to %d steps (budgets %s)", task.name, estimator, seed,
+                         missing[-1], missing)
+                evaluations, curve = train(task, estimator, seed, missing, data, curve_every=curve_every,
+                                           log=run_log)
+                for step in missing:
+                    metric, seconds = evaluations[step]
+                    record = {
+                        "task": task.name, "estimator": estimator, "seed": seed, "steps": step,
+                        "metric": task.metric, "value": metric, "train_seconds": round(seconds, 3),
+                        "curve": [point for point in curve if point[0] <= step],
+                        "backend": _backend(), "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                            timespec="seconds"),
+                        "command": command,
+                    }
+                    results_lib.append(path, record)
+                    records[results_lib.cell_key(record)] = record
+                    log.info("  %s / %s / seed %d / %d steps: %s %.4f (%.1f s)", task.name, estimator, seed,
+                             step, task.metric, metric, seconds)
+    return records
+
+
+def _backend():
+    try:
+        import keras
+
+        return keras.backend.backend()
+    except ImportError:
+        return None

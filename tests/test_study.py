@@ -1,0 +1,211 @@
+"""The study harness (`benchmarks/study`): interval math, resume, table writer, gradient diagnostic."""
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.study import gradient_quality as gq  # noqa: E402
+from benchmarks.study import report, results, runner, stats, tasks  # noqa: E402
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+# ----------------------------------------------------------------------------------- interval math
+@pytest.mark.parametrize("df", [1, 2, 3, 5, 10, 29, 200])
+@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995])
+def test_t_quantile_matches_scipy(df, p):
+    assert stats.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9, abs=1e-9)
+    assert stats.t_quantile(1 - p, df) == pytest.approx(scipy_stats.t.ppf(1 - p, df), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("values", [[0.90, 0.92, 0.97], [0.1, 0.5], np.linspace(0.2, 0.9, 7)])
+@pytest.mark.parametrize("confidence", [0.9, 0.95])
+def test_mean_interval_matches_scipy(values, confidence):
+    mean, half, n = stats.mean_interval(values, confidence)
+    lo, hi = scipy_stats.t.interval(confidence, len(values) - 1, loc=np.mean(values),
+                                    scale=scipy_stats.sem(values))
+    assert n == len(values)
+    assert mean == pytest.approx(np.mean(values))
+    assert mean - half == pytest.approx(lo, rel=1e-9)
+    assert mean + half == pytest.approx(hi, rel=1e-9)
+
+
+def test_mean_interval_one_seed_and_errors():
+    mean, half, n = stats.mean_interval([0.5])
+    assert (mean, n) == (0.5, 1) and math.isnan(half)
+    with pytest.raises(ValueError, match="values"):
+        stats.mean_interval([])
+    with pytest.raises(ValueError, match=r"confidence.*Received: confidence=1.5"):
+        stats.mean_interval([1.0, 2.0], 1.5)
+
+
+# ----------------------------------------------------------------------------------- resume and tables
+def _fake_task():
+    task = tasks.Task(name="fake_task", description="a fake", build=None, data=lambda path: {"path": path},
+                      batch_size=4, metric="test accuracy", evaluate=None)
+    return task
+
+
+@pytest.fixture
+def fake_table(monkeypatch):
+    task = _fake_task()
+    monkeypatch.setitem(tasks.TASKS, task.name, task)
+    return tasks.Table(name="fake", description="Fake table", tasks=(task.name,),
+                       estimators=("straight_through", "dab"), seeds=2, steps=(10, 20))
+
+
+class _FakeTrain:
+    """Records its calls; the metric of a cell is a function of (estimator, seed, step)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, task, estimator, seed, steps, data, curve_every=25, log=None):
+        self.calls.append((estimator, seed, tuple(steps)))
+        base = {"straight_through": 0.5, "dab": 0.7}[estimator]
+        evaluations = {s: (base + 0.01 * seed + 0.001 * s, 0.1 * s) for s in steps}
+        curve = [[s, 1.0 / s, 0.5] for s in range(5, max(steps) + 1, 5)]
+        return evaluations, curve
+
+
+def test_resume_runs_only_missing_cells(tmp_path, fake_table):
+    out = str(tmp_path / "study")
+    train = _FakeTrain()
+    records = runner.run_table(fake_table, out, train=train)
+    assert sorted(train.calls) == [("dab", 0, (10, 20)), ("dab", 1, (10, 20)),
+                                   ("straight_through", 0, (10, 20)), ("straight_through", 1, (10, 20))]
+    assert len(records) == 8
+
+    # without --resume an existing study is refused
+    with pytest.raises(ValueError, match="--resume"):
+        runner.run_table(fake_table, out, train=_FakeTrain())
+
+    # nothing missing: nothing trained
+    again = _FakeTrain()
+    runner.run_table(fake_table, out, resume=True, train=again)
+    assert again.calls == []
+
+    # a new budget and a new seed: only those cells run; finished cells are not repeated
+    more = _FakeTrain()
+    records = runner.run_table(fake_table, out, seeds=3, steps=(10, 20, 40), resume=True, train=more)
+    assert sorted(more.calls) == [("dab", 0, (40,)), ("dab", 1, (40,)), ("dab", 2, (10, 20, 40)),
+                                  ("straight_through", 0, (40,)), ("straight_through", 1, (40,)),
+                                  ("straight_through", 2, (10, 20, 40))]
+    on_disk = results.read(os.path.join(out, "results.jsonl"))
+    assert len(on_disk) == 2 * 3 * 3 == len(records)
+    cell = on_disk[("fake_task", "dab", 2, 20)]
+    assert cell["value"] == pytest.approx(0.7 + 0.02 + 0.02)
+    assert [p[0] for p in cell["curve"]] == [5, 10, 15, 20]  # the curve up to that budget only
+
+
+def test_results_reader_skips_a_cut_line_and_keeps_the_last_record(tmp_path):
+    path = str(tmp_path / "r.jsonl")
+    first = {"task": "t", "estimator": "dab", "seed": 0, "steps": 10, "value": 0.1}
+    results.append(path, first)
+    results.append(path, {**first, "value": 0.2})
+    with open(path, "a") as f:
+        f.write('{"task": "t", "estimator": "dab", "se')  # an interrupted write
+    records = results.read(path)
+    assert list(records) == [("t", "dab", 0, 10)] and records[("t", "dab", 0, 10)]["value"] == 0.2
+    assert results.missing_steps(records, "t", "dab", 0, (20, 10, 5)) == [5, 20]
+    with pytest.raises(ValueError, match="seed"):
+        results.append(path, {"task": "t", "estimator": "dab", "steps": 1})
+
+
+def test_table_writer_cells_and_plots(tmp_path, fake_table):
+    out = str(tmp_path / "study")
+    records = runner.run_table(fake_table, out, seeds=3, train=_FakeTrain())
+    markdown = report.write_report(records, fake_table, out, ("straight_through", "dab"), (10, 20, 40))
+    lines = markdown.splitlines()
+    row = next(line for line in lines if line.startswith("| fake_task | dab |"))
+    values = [0.7 + 0.01 * seed + 0.001 * 20 for seed in range(3)]
+    half = scipy_stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / np.sqrt(3)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == f"{100 * np.mean(values):.1f} ± {100 * half:.1f} (n=3)"
+    assert cells[4] == "—"  # no 40-step results
+    assert "test accuracy (%) @ 10 steps" in lines[2]
+    assert os.path.getsize(os.path.join(out, "table.md")) > 0
+    with open(os.path.join(out, "curves_fake_task.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_budget_inside_a_longer_run_equals_a_run_of_that_budget():
+    rng = np.random.default_rng(0)
+    data = {"x_train": rng.random((256, 784), dtype=np.float32), "y_train": rng.integers(0, 10, 256),
+            "x_test": rng.random((50, 784), dtype=np.float32), "y_test": rng.integers(0, 10, 50)}
+    task = tasks.TASKS["mnist_mlp_sign"]
+    long_run, curve = runner.train_run(task, "straight_through", 1, [3, 6], data, curve_every=2)
+    short_run, short_curve = runner.train_run(task, "straight_through", 1, [3], data, curve_every=2)
+    assert long_run[3][0] == short_run[3][0]
+    assert short_curve == curve[:2]  # same data order and initial weights: same losses to the float
+    assert [point[0] for point in curve] == [2, 3, 5, 6]
+
+
+def test_registry_has_the_layer_tables_and_refuses_unknown_names():
+    assert tasks.get_table("everyday").tasks == ("mnist_mlp_sign",)
+    assert {f"mnist_mlp_{n}" for n in ("sign", "quantize", "argmax", "topk", "sort", "vq")} <= set(
+        tasks.get_table("layers").tasks)
+    with pytest.raises(ValueError, match=r"Received: table='nope'"):
+        tasks.get_table("nope")
+
+
+# ----------------------------------------------------------------------------------- gradient diagnostic
+def test_exact_gradient_matches_finite_differences():
+    problem = gq.make_problem(latents=3, observed=5, points=4, seed=1)
+    grad_r, grad_kl = gq.exact_gradients(problem)
+    analytic = grad_r - grad_kl
+    eps = 1e-6
+    numeric = np.zeros_like(analytic)
+    for i in range(analytic.shape[0]):
+        for k in range(analytic.shape[1]):
+            plus, minus = problem["logits"].copy(), problem["logits"].copy()
+            plus[i, k] += eps
+            minus[i, k] -= eps
+            numeric[i, k] = (gq.elbo(problem, plus)[i] - gq.elbo(problem, minus)[i]) / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7)
+    # the enumerated ELBO is a lower bound of the exact log-likelihood, also enumerated
+    zs = gq.configurations(3)
+    log_px = np.log(np.mean(np.exp(gq.log_likelihood(problem["x"][:, None], zs[None], problem["W"],
+                                                     problem["c"])), axis=1))
+    assert np.all(gq.elbo(problem) <= log_px + 1e-12)
+
+
+def test_reinforce_leave_one_out_is_unbiased():
+    problem = gq.make_problem(latents=3, observed=6, points=3, seed=2)
+    grad_r, _ = gq.exact_gradients(problem)
+    estimates = gq.reinforce_loo(problem, estimates=4000, samples=4, seed=3)
+    mean = estimates.mean(axis=0)
+    standard_error = estimates.std(axis=0, ddof=1) / np.sqrt(len(estimates))
+    z = (mean - grad_r) / standard_error
+    assert np.max(np.abs(z)) < 4.5  # 9 components
+    # the check has power: a baseline that includes the own sample scales the mean by (m - 1) / m
+    biased = 0.75 * estimates
+    assert np.max(np.abs((biased.mean(axis=0) - grad_r) / standard_error)) > 4.5
+    assert gq.summarize(estimates, grad_r, grad_r * 0)["relative_bias"] < 0.1
+
+
+def test_straight_through_pathwise_gradient_is_the_decoder_gradient_at_the_sample():
+    from dab_keras import layers
+
+    problem = gq.make_problem(latents=3, observed=5, points=4, seed=4)
+    estimates = gq.pathwise(problem, layers.Sign(estimator="straight_through"), estimates=5, seed=0)
+    # the same noise, by hand: z = sign(l + noise), d log p(x|z)/dz = W^T (x - sigmoid(W z + c))
+    rng = np.random.default_rng(0)
+    a = np.tile(problem["logits"], (5, 1)) + gq.logistic_noise((20, 3), rng)
+    z = np.where(a >= 0, 1.0, -1.0)
+    x = np.tile(problem["x"], (5, 1))
+    expected = (x - 1 / (1 + np.exp(-(z @ problem["W"].T + problem["c"])))) @ problem["W"]
+    np.testing.assert_allclose(estimates.reshape(20, 3), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_diagnostic_table_printer():
+    rows = [{"estimator": "straight_through", "evaluations": 1, "bias_norm": 1.23456, "relative_bias": 0.5,
+             "mc_floor": 0.1, "variance": 12.0, "cos_mean": 0.9, "cos_single": 0.5, "cos_single_elbo": 0.6}]
+    lines = gq.table_markdown(rows).splitlines()
+    assert lines[0].startswith("| estimator | decoder evals / estimate | ‖bias‖")
+    assert lines[2] == "| straight_through | 1 | 1.235 | 0.5 | 0.1 | 12 | 0.9 | 0.5 | 0.6 |"
