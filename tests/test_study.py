@@ -154,6 +154,22 @@ def test_registry_has_the_layer_tables_and_refuses_unknown_names():
         tasks.get_table("nope")
 
 
+def test_command_line_lists_tables_and_refuses_bad_arguments(tmp_path, capsys):
+    from benchmarks.study.__main__ import main
+
+    assert main(["list"]) == 0
+    assert "everyday:" in capsys.readouterr().out
+    assert main(["run", "nope", "--data", "x.npz"]) == 2
+    assert "Received: table='nope'" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.npz")
+    assert main(["run", "everyday", "--data", missing, "--out", str(tmp_path / "o")]) == 2
+    assert f"Received: --data {missing}" in capsys.readouterr().err
+    assert main(["run", "everyday", "--data", missing, "--estimators", "magic"]) == 2
+    assert "Received: ['magic']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "everyday", "--data", missing, "--seeds", "0"])
+
+
 # ----------------------------------------------------------------------------------- gradient diagnostic
 def test_exact_gradient_matches_finite_differences():
     problem = gq.make_problem(latents=3, observed=5, points=4, seed=1)

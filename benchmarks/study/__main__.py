@@ -3,7 +3,7 @@
     python -m benchmarks.study list
     python -m benchmarks.study run everyday --data /path/mnist.npz --seeds 3 --steps 100 400 --out study/everyday
     python -m benchmarks.study run everyday ... --resume      # adds only the missing cells
-    python -m benchmarks.study report everyday --out study/everyday   # table and plots from the results file
+    python -m benchmarks.study report everyday --out study/everyday   # table and plots from results.jsonl
     python -m benchmarks.study gradients --samples 2000        # gradient-quality diagnostic
 """
 
@@ -38,8 +38,8 @@ def _parser():
         sub.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds, 0..n-1")
         sub.add_argument("--steps", type=_positive_int, nargs="+", default=None, help="budgets (optimizer steps)")
         if name == "run":
-            sub.add_argument("--data", default="/work/shared/data/mnist.npz",
-                             help="MNIST .npz (Keras layout) or 'tfds'")
+            sub.add_argument("--data", required=True,
+                             help="MNIST .npz in Keras's layout, or 'tfds' (TensorFlow Datasets, online)")
             sub.add_argument("--resume", action="store_true", help="skip cells already in results.jsonl")
             sub.add_argument("--curve-every", type=_positive_int, default=25,
                              help="steps per training-curve point")
@@ -80,7 +80,8 @@ def main(argv=None):
     seeds = args.seeds if args.seeds is not None else table.seeds
     if args.command == "run":
         if args.data != "tfds" and not os.path.isfile(args.data):
-            print(f"No MNIST .npz at `--data`. Received: --data {args.data}", file=sys.stderr)
+            print(f"`--data` must be an MNIST .npz file (Keras's layout) or 'tfds'. Received: --data {args.data}",
+                  file=sys.stderr)
             return 2
         try:
             records = runner.run_table(table, out, estimators, seeds, steps, data_path=args.data,
