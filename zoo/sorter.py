@@ -299,20 +299,22 @@ class SorterTask(zoo_task.Task):
     def build(self, estimator, weights=None, **config):
         return Sorter(estimator=estimator, weights=weights, **config)
 
-    def train_data(self, batch_size, seed, data=None, initial_epoch=0, length=10):
+    def train_data(self, batch_size, seed, data=None, initial_epoch=0, length=10, steps_per_epoch=None):
         """Returns endless fresh sequences: `tf_sorting_dataset` on TensorFlow, else `SortingSequences`.
 
         Args:
             batch_size: Sequences per batch.
             seed: Seed of the sequences.
             data: Ignored (the sorter needs no data set). Defaults to `None`.
-            initial_epoch: Epoch a resumed run starts at. Defaults to `0`.
+            initial_epoch: Epoch a resumed run starts at (the stream starts at step
+                `initial_epoch * steps_per_epoch`). Defaults to `0`.
             length: Sequence length L. Defaults to `10`.
+            steps_per_epoch: Steps of one epoch. Defaults to `None` (the recipe's `steps_per_epoch`).
 
         Returns:
             A synthetic `TrainData` with epochs of `steps_per_epoch` steps.
         """
-        steps = self.steps_per_epoch
+        steps = self.steps_per_epoch if steps_per_epoch is None else int(steps_per_epoch)
         if keras.backend.backend() == "tensorflow":
             x = tf_sorting_dataset(batch_size, length, seed, initial_step=initial_epoch * steps)
         else:
