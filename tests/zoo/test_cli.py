@@ -253,3 +253,18 @@ def test_demo_trains_both_estimators_and_prints_a_table(capsys):
     assert [r[0] for r in rows] == ["dab", "straight_through"]
     for r in rows:
         assert r[1] == "2,048" and 0.0 <= float(r[2]) <= float(r[3]) <= 1.0
+
+
+def test_a_diverged_run_exits_with_status_1_and_one_line(capsys, monkeypatch):
+    from dab_keras import zoo
+    from dab_keras.zoo import training
+
+    def diverge(*args, **kwargs):
+        raise training.NonFiniteLossError("Training stopped: loss=nan in epoch 3; ...")
+
+    monkeypatch.setattr(zoo, "train", diverge)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "sorter", "--quiet"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["dab-zoo train: error: Training stopped: loss=nan in epoch 3; ..."]

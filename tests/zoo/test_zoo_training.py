@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -220,3 +221,23 @@ def test_tensorboard_gets_temperatures_approximation_errors_and_a_schedule_given
     assert "epoch_sign_approximation_error" in _scalar_tags(tmp_path / "dab" / "tensorboard")
     with open(tmp_path / "relaxed" / "log.csv") as f:
         assert [float(row["sign_temperature"]) for row in csv.DictReader(f)] == [1.0, 0.5]
+
+
+class _SlowFirstEpoch(keras.callbacks.Callback):
+    """Adds 2 s to the first epoch, as compilation does."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            time.sleep(2.0)
+
+
+def test_samples_per_second_is_the_steady_speed_without_the_first_epoch(tmp_path):
+    run = training.train("sorter", estimator="straight_through", samples=64 * 12, batch_size=64, steps_per_epoch=3,
+                         output_dir=tmp_path, verbose=0, config=_SMALL, callbacks=[_SlowFirstEpoch()],
+                         evaluate_at_end=False)
+    manifest = json.loads(run["manifest"].read_text())
+    epochs = json.loads((tmp_path / "run.json").read_text())["epochs"]
+    assert [e["first"] for e in epochs] == [True, False, False, False] and epochs[0]["seconds"] >= 2.0
+    later = sum(e["seconds"] for e in epochs[1:])
+    assert manifest["samples_per_second"] == round(9 * 64 / later)
+    assert manifest["train_seconds"] >= 2.0 and manifest["samples_per_second"] > 3 * 64 * 12 / manifest["train_seconds"]
