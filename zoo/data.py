@@ -8,6 +8,7 @@ import hashlib
 import os
 import pathlib
 import socket
+import warnings
 import zipfile
 import zlib
 
@@ -304,6 +305,8 @@ def load_mnist(data="tfds", data_dir=None, download=True, online=None):
         source = resolve_mnist("tfds", data_dir=data_dir, online=online) if download else "tfds"
         if source == "tfds":
             return _load_tfds(data_dir=data_dir, download=download and not _tfds_prepared(data_dir))
+        warnings.warn(f"TensorFlow Datasets cannot download MNIST (offline); using Keras's copy at {source}.",
+                      stacklevel=2)
         data = source
     return _load_npz(os.fspath(data))
 

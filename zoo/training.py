@@ -202,14 +202,13 @@ def check_arguments(
     steps_per_epoch=None,
     config=None,
     tensorboard=False,
-    online=None,
 ):
     """Checks and completes the arguments of a run before any work; what `train` does first.
 
     Numbers must be finite; counts must be whole numbers (`samples=3e6` is fine, `batch_size=2.5` is
-    not); `learning_rate` must be in (0, `MAX_LEARNING_RATE`]. Defaults come from the task's recipe. For
-    MNIST models, `data="tfds"` is resolved offline to a local copy or refused within seconds (see
-    `dab_keras.zoo.data.resolve_mnist`).
+    not); `learning_rate` must be in (0, `MAX_LEARNING_RATE`]. Defaults come from the task's recipe. A
+    `data` path must exist (`"tfds"` is checked when MNIST is loaded: offline it falls back to a local
+    copy or fails within seconds, see `dab_keras.zoo.data.resolve_mnist`).
 
     Args:
         task: The model's `Task` (from `dab_keras.zoo.registry.get`).
@@ -227,7 +226,6 @@ def check_arguments(
         config: Dict of extra constructor arguments, or `None`. Defaults to `None`.
         tensorboard: `False`, `True` or a folder path; needs the `tensorboard` package. Defaults to
             `False`.
-        online: Function `() -> bool` for the offline test of `data="tfds"`. Defaults to `None`.
 
     Returns:
         A dict with the checked values under the argument names (`estimator` as its registry key,
@@ -236,7 +234,6 @@ def check_arguments(
     Raises:
         ValueError: naming the first argument that breaks its rule (the rule, then `Received:`).
         FileNotFoundError: for a `data` path with no file.
-        ConnectionError: for `data="tfds"` offline with no local copy.
 
     Examples:
         >>> from dab_keras.zoo import registry
@@ -271,16 +268,14 @@ def check_arguments(
     strategy = _check_strategy(strategy)
     steps_per_execution = _whole_number("steps_per_execution", steps_per_execution, 1)
     steps_per_epoch = _whole_number("steps_per_epoch", steps_per_epoch, 1)
-    if steps_per_epoch is not None and task.uses_mnist:
-        raise ValueError(f"`steps_per_epoch` applies to synthetic data only; {task.name} trains on a data set.")
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"`config` must be a dict of constructor arguments. Received: config={config!r}")
     if tensorboard is not False and tensorboard is not True and not isinstance(tensorboard, (str, os.PathLike)):
         raise ValueError(f"`tensorboard` must be a bool or a folder path. Received: tensorboard={tensorboard!r}")
     if tensorboard is not False and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("`tensorboard` needs the tensorboard package (pip install tensorboard).")
-    if task.uses_mnist:
-        data = zoo_data.resolve_mnist(data, online=online)
+    if data != "tfds":
+        data = zoo_data.resolve_mnist(data)  # the path must exist
     return {
         "estimator": estimator, "samples": samples, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "seed": seed, "jit_compile": jit_compile, "strategy": strategy,
@@ -400,7 +395,6 @@ def train(
             "another output folder."
         )
     saved = _read_run(run_path) if resume else None
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     keras.utils.set_random_seed(seed)
     initial_epoch = _backup_epoch(backup_dir) if resume else 0
@@ -429,7 +423,7 @@ def train(
         "steps_per_epoch": epoch_steps, "total_steps": total_steps, "batch_size": batch_size,
         "learning_rate": learning_rate, "seed": seed, "jit_compile": bool(jit_compile),
         "strategy": _strategy_name(strategy),
-        "data": zoo_data.describe_source(data) if task.uses_mnist else None,
+        "data": None if train_data.synthetic else zoo_data.describe_source(data),
         "config": config,
     }
     arguments = json.loads(json.dumps(arguments))  # tuples as lists, as they come back from the file
@@ -451,6 +445,7 @@ def train(
         )
     record = saved if saved is not None else {"arguments": arguments, "command": command, "epochs": []}
     record["complete"] = False
+    output_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_path, record)
 
     scope = _strategy_scope(strategy)
@@ -757,8 +752,6 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
     """
     task = registry.get(model)
     estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
-    if task.uses_mnist:
-        data = zoo_data.resolve_mnist(data)  # offline: a local copy, or a clear error within seconds
     net = task.build(estimator, weights=weights, **config)
     return task.evaluate(net, data=data, verbose=verbose)
 

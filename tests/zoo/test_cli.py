@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from dab_keras.zoo import cli
@@ -49,15 +50,20 @@ def test_help_everywhere(argv, capsys):
         (["train"], "the following arguments are required: model"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["train", "no_such_model", *TINY], "Unknown zoo model 'no_such_model'"),
-        (["train", "mnist_classifier", "--steps-per-epoch", "5"], "`steps_per_epoch` applies to synthetic data only"),
+        (["train", "mnist_classifier", "--data", "{npz}", "--steps-per-epoch", "5"],
+         "`steps_per_epoch` applies to synthetic data only"),
+        (["train", "mnist_classifier", "--data", "missing.npz"], "No MNIST .npz file at `data`"),
         (["evaluate", "sorter", "--weights", "missing.weights.h5"], "No file at missing.weights.h5"),
         (["train", "sorter", "--samples", "10", "--batch-size", "64", "--quiet"], "at least the batch size"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    npz = tmp_path.parent / f"{tmp_path.name}-mnist.npz"  # a tiny MNIST-layout file outside the run folder
+    images = np.zeros((4, 28, 28), np.uint8)
+    np.savez(npz, x_train=images, y_train=[0, 1, 2, 3], x_test=images[:2], y_test=[7, 9])
     with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
+        cli.main([a.replace("{npz}", str(npz)) for a in argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err  # no usage block, no traceback
