@@ -5,6 +5,7 @@ Everything returns NumPy arrays, so the same data feeds `model.fit` on the Tenso
 """
 
 import hashlib
+import logging
 import os
 import pathlib
 import socket
@@ -211,10 +212,15 @@ def _tfds_prepared(data_dir=None):
         import tensorflow_datasets as tfds
     except ImportError:
         return False
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # an empty tfds folder is not worth a warning here
     try:
         return bool(tfds.builder("mnist", data_dir=data_dir).is_prepared())
     except Exception:  # a damaged tfds folder counts as not prepared
         return False
+    finally:
+        absl_logger.setLevel(level)
 
 
 def resolve_mnist(data="tfds", data_dir=None, online=None):
