@@ -4,6 +4,7 @@ Every check raises with the rule, the allowed values and `Received: name=value`,
 argument validation does.
 """
 
+import math
 import numbers
 
 
@@ -46,13 +47,21 @@ def check_one_of(name, value, allowed):
 
 
 def check_range(min_value, max_value):
-    """Returns `(min_value, max_value)` as floats after checking `min_value < max_value`."""
+    """Returns `(min_value, max_value)` as floats after checking they are finite and `min_value < max_value`."""
     for name, value in (("min_value", min_value), ("max_value", max_value)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+    for name, value in (("min_value", min_value), ("max_value", max_value)):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
     if not float(min_value) < float(max_value):
         raise ValueError(
             "`min_value` must be smaller than `max_value`. "
+            f"Received: min_value={min_value!r}, max_value={max_value!r}"
+        )
+    if not math.isfinite(float(max_value) - float(min_value)):
+        raise ValueError(
+            "`max_value - min_value` must be a finite number. "
             f"Received: min_value={min_value!r}, max_value={max_value!r}"
         )
     return float(min_value), float(max_value)

@@ -32,7 +32,8 @@ class DAB(DiscreteLayer):
 
     Raises:
         ValueError: if `kwargs` holds `estimator`, `hard_fn` is not callable, or `gamma` is not a finite
-            number >= 0; when built with the default approximator, if `hard_fn` changes the leading axes.
+            number >= 0; when built with the default approximator, if the input's last axis or
+            `hard_fn`'s has an unknown size, or `hard_fn` changes the leading axes.
 
     Examples:
         >>> import keras, numpy as np
@@ -68,7 +69,18 @@ class DAB(DiscreteLayer):
         return self.hard_fn(x)
 
     def default_approximator(self, shape):
+        if shape[-1] is None:
+            raise ValueError(
+                "The default approximator is a dense network over the last axis, so that axis must have a "
+                f"known size; give the Input a full shape or pass `approximator=`. Received: input shape {shape}"
+            )
         out_shape = self.compute_output_shape(shape)
+        if out_shape[-1] is None:
+            raise ValueError(
+                "The default approximator needs `hard_fn`'s output to have a known last-axis size; pass "
+                f"`approximator=` for this function. Received: input shape {shape}, hard_fn output shape "
+                f"{out_shape}"
+            )
         if len(out_shape) != len(shape) or tuple(out_shape[:-1])[1:] != tuple(shape[:-1])[1:]:
             raise ValueError(
                 "The default approximator maps the last axis only, so `hard_fn` must keep the leading "

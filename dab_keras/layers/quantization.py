@@ -28,8 +28,8 @@ class Quantize(DiscreteLayer):
     Input shape: `(batch, ...)`, floating point. Output shape: the same.
 
     Raises:
-        ValueError: if `levels` is not an integer >= 2, `min_value >= max_value`, or for an unknown
-            `estimator`.
+        ValueError: if `levels` is not an integer >= 2, `min_value` or `max_value` is not finite,
+            `min_value >= max_value`, or for an unknown `estimator`.
 
     Examples:
         >>> import numpy as np

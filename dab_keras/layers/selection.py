@@ -1,6 +1,7 @@
 """`ArgMax` (one-hot, optionally a Gumbel-max sample) and `TopK` (k-hot mask or kept values)."""
 
 import keras
+from keras import ops
 
 from dab_keras import _validation
 from dab_keras import ops as dab_ops
@@ -126,7 +127,10 @@ class TopK(DiscreteLayer):
             )
 
     def _apply_mode(self, x, mask):
-        return mask if self.output_mode == "mask" else x * mask
+        if self.output_mode == "mask":
+            return mask
+        # Dropped entries are 0 whatever they hold: a -inf (the usual masking value) times 0 is NaN.
+        return ops.where(mask > 0, x, ops.zeros_like(x)) * mask
 
     def hard(self, x):
         return self._apply_mode(x, dab_ops.top_k_mask(x, self.k))

@@ -3,6 +3,7 @@
 from keras import ops
 
 from dab_keras import _validation
+from dab_keras.ops import _temperature
 
 
 def sign(x, margin=0.0):
@@ -60,8 +61,8 @@ def soft_sign(x, temperature, margin=0.0):
 
     Args:
         x: Floating-point tensor.
-        temperature: τ > 0, a float or scalar tensor (cast to `x`'s dtype; not validated). Smaller is
-            closer to the hard sign.
+        temperature: τ > 0, a float or scalar tensor (a number <= 0, NaN or ±inf raises; a tensor τ is not read back, so an invalid one gives NaN outputs). Smaller
+            is closer to the hard sign.
         margin: Half-width of the zero band, a float >= 0. Defaults to `0.0`.
 
     Returns:
@@ -70,6 +71,7 @@ def soft_sign(x, temperature, margin=0.0):
 
     Raises:
         ValueError: if `margin` is not a finite number >= 0.
+        ValueError: if `temperature` is a number that is not finite and > 0.
 
     Examples:
         >>> import numpy as np
@@ -79,7 +81,7 @@ def soft_sign(x, temperature, margin=0.0):
     """
     margin = _validation.check_non_negative_float("margin", margin)
     x = ops.convert_to_tensor(x)
-    tau = ops.cast(temperature, x.dtype)
+    tau = _temperature.temperature(temperature, x.dtype)
     if margin == 0.0:
         return ops.tanh(x / tau)
     return 0.5 * (ops.tanh((x - margin) / tau) + ops.tanh((x + margin) / tau))

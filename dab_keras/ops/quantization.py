@@ -3,6 +3,7 @@
 from keras import ops
 
 from dab_keras import _validation
+from dab_keras.ops import _temperature
 
 
 def _grid(levels, min_value, max_value):
@@ -32,7 +33,8 @@ def quantize(x, levels, min_value=-1.0, max_value=1.0):
         A tensor of `x`'s shape and dtype whose entries are levels.
 
     Raises:
-        ValueError: if `levels` is not an integer >= 2 or `min_value >= max_value`.
+        ValueError: if `levels` is not an integer >= 2, `min_value` or `max_value` is not finite, or
+            `min_value >= max_value`.
 
     Examples:
         >>> import numpy as np
@@ -62,7 +64,7 @@ def soft_quantize(x, levels, temperature, min_value=-1.0, max_value=1.0):
     Args:
         x: Floating-point tensor.
         levels: Number of levels L, an integer >= 2.
-        temperature: τ > 0, in units of the level spacing (a float or scalar tensor).
+        temperature: τ > 0, in units of the level spacing, a float or scalar tensor (a number <= 0, NaN or ±inf raises; a tensor τ is not read back, so an invalid one gives NaN outputs).
         min_value: Lowest level a. Defaults to `-1.0`.
         max_value: Highest level b, > `min_value`. Defaults to `1.0`.
 
@@ -70,7 +72,9 @@ def soft_quantize(x, levels, temperature, min_value=-1.0, max_value=1.0):
         A tensor of `x`'s shape and dtype with values in [a, b].
 
     Raises:
-        ValueError: if `levels` is not an integer >= 2 or `min_value >= max_value`.
+        ValueError: if `levels` is not an integer >= 2, `min_value` or `max_value` is not finite, or
+            `min_value >= max_value`.
+        ValueError: if `temperature` is a number that is not finite and > 0.
 
     Examples:
         >>> import numpy as np
@@ -80,7 +84,7 @@ def soft_quantize(x, levels, temperature, min_value=-1.0, max_value=1.0):
     """
     levels, a, step = _grid(levels, min_value, max_value)
     x = ops.convert_to_tensor(x)
-    tau = ops.cast(temperature, x.dtype)
+    tau = _temperature.temperature(temperature, x.dtype)
     thresholds = ops.cast(ops.arange(1, levels), x.dtype) - 0.5
     u = ops.expand_dims((x - a) / step, -1)
     return a + step * ops.sum(ops.sigmoid((u - thresholds) / tau), axis=-1)

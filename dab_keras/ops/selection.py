@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
+from dab_keras.ops import _temperature
 from dab_keras.ops._nan import flag_nan_slices
 
 # Half-width, in units of τ, of the bracket searched for the soft top-k threshold: σ(±30) is 1 or 0 to
@@ -44,15 +45,17 @@ def tempered_softmax(x, temperature, axis=-1):
     \partial \tilde h / \partial x = (\operatorname{diag}(\tilde h) - \tilde h \tilde h^\top)/\tau. $$
 
     As τ → 0 it tends to `one_hot_argmax` (away from ties); as τ → ∞ to the uniform distribution.
-    The temperature is not validated: pass τ > 0.
 
     Args:
         x: Floating-point tensor of logits.
-        temperature: τ > 0, a float or scalar tensor (cast to `x`'s dtype).
+        temperature: τ > 0, a float or scalar tensor (a number <= 0, NaN or ±inf raises; a tensor τ is not read back, so an invalid one gives NaN outputs).
         axis: Axis of the softmax. Defaults to `-1`.
 
     Returns:
         A tensor of `x`'s shape and dtype; each slice along `axis` is positive and sums to 1.
+
+    Raises:
+        ValueError: if `temperature` is a number that is not finite and > 0.
 
     Examples:
         >>> import numpy as np
@@ -63,7 +66,7 @@ def tempered_softmax(x, temperature, axis=-1):
         [[0.0, 1.0, 0.0]]
     """
     x = ops.convert_to_tensor(x)
-    return ops.softmax(x / ops.cast(temperature, x.dtype), axis=axis)
+    return ops.softmax(x / _temperature.temperature(temperature, x.dtype), axis=axis)
 
 
 def gumbel_noise(shape, seed=None, dtype="float32"):
@@ -141,12 +144,15 @@ def gumbel_softmax(logits, temperature, seed=None, axis=-1):
 
     Args:
         logits: Floating-point tensor of unnormalised log-probabilities.
-        temperature: τ > 0, a float or scalar tensor.
+        temperature: τ > 0, a float or scalar tensor (a number <= 0, NaN or ±inf raises; a tensor τ is not read back, so an invalid one gives NaN outputs).
         seed: A `keras.random.SeedGenerator`, an int, or `None` (see `gumbel_noise`). Defaults to `None`.
         axis: Category axis. Defaults to `-1`.
 
     Returns:
         A tensor of `logits`' shape and dtype on the probability simplex along `axis`.
+
+    Raises:
+        ValueError: if `temperature` is a number that is not finite and > 0.
 
     Examples:
         >>> import numpy as np
@@ -160,6 +166,7 @@ def gumbel_softmax(logits, temperature, seed=None, axis=-1):
         Maddison, Mnih & Teh, "The Concrete Distribution", 2017, arXiv:1611.00712.
     """
     logits = ops.convert_to_tensor(logits)
+    _temperature.temperature(temperature, logits.dtype)  # refuse a bad τ before drawing noise
     noise = gumbel_noise(ops.shape(logits), seed, logits.dtype)
     return tempered_softmax(logits + noise, temperature, axis=axis)
 
@@ -221,7 +228,7 @@ def soft_top_k(x, k, temperature, axis=-1):
     Args:
         x: Floating-point tensor; the size of `axis` must be known.
         k: Number of entries to keep, an integer with 1 <= k <= size of `axis`.
-        temperature: τ > 0, in the units of `x` (a float or scalar tensor).
+        temperature: τ > 0, in the units of `x`, a float or scalar tensor (a number <= 0, NaN or ±inf raises; a tensor τ is not read back, so an invalid one gives NaN outputs).
         axis: Axis to select along. Defaults to `-1`.
 
     Returns:
@@ -230,6 +237,7 @@ def soft_top_k(x, k, temperature, axis=-1):
 
     Raises:
         ValueError: if `k` is not an integer >= 1 or exceeds the size of `axis`.
+        ValueError: if `temperature` is a number that is not finite and > 0.
 
     Examples:
         >>> import numpy as np
@@ -243,13 +251,18 @@ def soft_top_k(x, k, temperature, axis=-1):
     x = ops.convert_to_tensor(x)
     n = x.shape[axis]
     k = _check_k(k, n)
+    tau = _temperature.temperature(temperature, x.dtype)
     if k == n:
         return ops.ones_like(x)
     xt = ops.moveaxis(x, axis, -1)
-    tau = ops.cast(temperature, x.dtype)
     xs = ops.stop_gradient(xt)
-    lo = -ops.max(xs, axis=-1, keepdims=True) - _BRACKET * tau
-    hi = -ops.min(xs, axis=-1, keepdims=True) + _BRACKET * tau
+    finite = ops.isfinite(xs)
+    # Bracket the threshold with the finite entries only: -inf (a masked entry) gets 0 whatever ν is.
+    # `initial` keeps an empty batch valid (eager TensorFlow refuses the max of an empty tensor).
+    top = ops.max(ops.where(finite, xs, -float("inf")), axis=-1, keepdims=True, initial=-float("inf"))
+    bottom = ops.min(ops.where(finite, xs, float("inf")), axis=-1, keepdims=True, initial=float("inf"))
+    lo = -top - _BRACKET * tau
+    hi = -bottom + _BRACKET * tau
 
     def step(_, bracket):
         lo, hi = bracket
@@ -263,6 +276,6 @@ def soft_top_k(x, k, temperature, axis=-1):
     s = ops.stop_gradient(y0 * (1.0 - y0))  # τ cancels in s_j / Σ s
     total = ops.maximum(ops.sum(s, axis=-1, keepdims=True), 1e-30)
     # Zero in value, −Σ_j s_j dx_j / Σ s in gradient: the implicit derivative of ν.
-    nu = nu - ops.sum(s * (xt - xs), axis=-1, keepdims=True) / total
+    nu = nu - ops.sum(s * ops.where(finite, xt - xs, 0.0), axis=-1, keepdims=True) / total
     mask = ops.sigmoid((xt + nu) / tau)
     return ops.moveaxis(mask, -1, axis)

@@ -80,15 +80,17 @@ def test_sorting_with_ties_is_stable(rng, direction):
     np.testing.assert_array_equal(np.asarray(dab_ops.argsort(ties, direction)), expected)
 
 
-def test_sort_defaults_to_ascending_and_neural_sort_to_descending(rng):
+def test_every_sort_op_defaults_to_ascending(rng):
     x = distinct(rng, (2, 5))
+    ascending = np.asarray(dab_ops.permutation_matrix(x, "ascending"))
     np.testing.assert_array_equal(np.asarray(dab_ops.sort(x)), np.sort(x, axis=-1))
-    np.testing.assert_array_equal(np.asarray(dab_ops.permutation_matrix(x)),
-                                  np.asarray(dab_ops.permutation_matrix(x, "ascending")))
-    np.testing.assert_allclose(np.asarray(dab_ops.neural_sort(x, 1e-3)),
-                               np.asarray(dab_ops.permutation_matrix(x, "descending")), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(dab_ops.soft_sort(x, 1e-3)),
-                               np.asarray(dab_ops.permutation_matrix(x, "descending")), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(dab_ops.argsort(x)), np.argsort(x, axis=-1))
+    np.testing.assert_array_equal(np.asarray(dab_ops.permutation_matrix(x)), ascending)
+    np.testing.assert_array_equal(np.asarray(dab_ops.rank(x)), np.argsort(np.argsort(x, axis=-1), axis=-1) + 1)
+    for fn in (dab_ops.neural_sort, dab_ops.soft_sort):
+        np.testing.assert_allclose(np.asarray(fn(x, 1e-3)), ascending, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dab_ops.soft_sort_values(x, 1e-3)), np.sort(x, axis=-1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dab_ops.soft_rank(x, 1e-3)), np.asarray(dab_ops.rank(x)), atol=1e-4)
 
 
 @pytest.mark.parametrize("fn", ["argsort", "sort", "permutation_matrix"])
@@ -196,6 +198,6 @@ def test_neural_sort_matches_tfp_soft_sorting_matrix(rng, tau):
     x = rng.normal(size=(3, 6)).astype("float32")
     descending = tfp.math.soft_sorting_matrix(tf.constant(x), tf.constant(tau, tf.float32)).numpy()
     ascending = tfp.math.soft_sorting_matrix(tf.constant(-x), tf.constant(tau, tf.float32)).numpy()
-    np.testing.assert_allclose(np.asarray(dab_ops.neural_sort(x, tau)), descending, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(dab_ops.neural_sort(x, tau, "ascending")), ascending, rtol=1e-5,
+    np.testing.assert_allclose(np.asarray(dab_ops.neural_sort(x, tau, "descending")), descending, rtol=1e-5,
                                atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dab_ops.neural_sort(x, tau)), ascending, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,175 @@
+"""Relaxed sorting at scale: time and memory of the row-blocked soft sort / soft rank against dense ones.
+
+Times forward + backward of `sum(w * f(x))` for
+
+- `tfp_dense`: `tfp.math.soft_sorting_matrix(x, τ) @ x` (TensorFlow only; NeuralSort, dense);
+- `dense`: `dab_keras.ops.neural_sort(x, τ) @ x` (the (batch, n, n) matrix, autodiff backward);
+- `values`/`ranks` (`neuralsort`, `softsort`): `dab_keras.ops.soft_sort_values` / `soft_rank`, computed in
+  row blocks with a recomputing custom gradient;
+
+in TensorFlow graph mode (`tf.function`), TensorFlow XLA (`jit_compile=True`) and JAX (`jax.jit`),
+whichever backend `KERAS_BACKEND` selects. Then, each in a fresh process, the peak resident memory above
+the process's baseline for one forward + backward at batch 1, n = 16,384.
+
+    python benchmarks/sort_scale.py                       # TensorFlow: graph + XLA, and memory
+    KERAS_BACKEND=jax python benchmarks/sort_scale.py     # JAX
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from dab_keras import ops as dab_ops  # noqa: E402
+
+TAU = 1.0
+
+
+def make_fn(name, block_size):
+    if name == "tfp_dense":
+        import tensorflow as tf
+        import tensorflow_probability as tfp
+
+        def fn(x):  # ascending, as ours: the descending matrix of -x
+            p = tfp.math.soft_sorting_matrix(-x, tf.constant(TAU, x.dtype))
+            return tf.einsum("bij,bj->bi", p, x)
+
+        return fn
+    if name == "dense":
+        return lambda x: ops.einsum("bij,bj->bi", dab_ops.neural_sort(x, TAU), x)
+    mode, relaxation = name.split(":")
+    op = dab_ops.soft_sort_values if mode == "values" else dab_ops.soft_rank
+    return lambda x: op(x, TAU, relaxation=relaxation, block_size=block_size)
+
+
+def step_fn(name, mode, block_size):
+    """A compiled `x, w -> (loss, dloss/dx)`."""
+    fn = make_fn(name, block_size)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(jax.value_and_grad(lambda x, w: (fn(x) * w).sum()))
+    import tensorflow as tf
+
+    def step(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * w)
+        return loss, tape.gradient(loss, x)
+
+    return tf.function(step, jit_compile=(mode == "xla"))
+
+
+def block(out):
+    for t in out:
+        np.asarray(t)
+
+
+def time_step(step, x, w, repeats, min_time):
+    block(step(x, w))  # compile
+    block(step(x, w))
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            block(step(x, w))
+        if time.perf_counter() - start >= min_time or calls >= 64:
+            break
+        calls *= 2
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            block(step(x, w))
+        samples.append((time.perf_counter() - start) / calls)
+    return float(np.median(samples))
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def memory_child(name, mode, n, block_size):
+    """Runs in a fresh process: prints the peak RSS above the baseline for one step at batch 1."""
+    rng = np.random.default_rng(0)
+    step = step_fn(name, mode, block_size)
+    small = (rng.normal(size=(1, 8)).astype("float32"),) * 2
+    block(step(*small))  # load kernels and the runtime; the baseline includes them
+    base = peak_rss_mb()
+    x = rng.normal(size=(1, n)).astype("float32")
+    w = rng.normal(size=(1, n)).astype("float32")
+    block(step(x, w))
+    print(json.dumps({"baseline_mb": base, "peak_mb": peak_rss_mb()}))
+
+
+def measure_memory(name, mode, n, block_size):
+    cmd = [sys.executable, __file__, "--memory-child", name, "--mode", mode, "--n", str(n),
+           "--block-size", str(block_size)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--memory-n", type=int, default=16384)
+    parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--min-time", type=float, default=0.3)
+    parser.add_argument("--cases", default=None, help="comma-separated subset of the cases")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
+    parser.add_argument("--dense-memory", action="store_true",
+                        help="also measure the dense versions' memory at --memory-n (several GB)")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="graph", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.mode, args.n, args.block_size)
+        return
+
+    backend = keras.backend.backend()
+    blocked = ["values:neuralsort", "values:softsort", "ranks:neuralsort", "ranks:softsort"]
+    dense = (["tfp_dense"] if backend == "tensorflow" else []) + ["dense"]
+    cases = dense + blocked if args.cases is None else args.cases.split(",")
+    modes = ["graph", "xla"] if backend == "tensorflow" else ["jit"]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, args.n)).astype("float32")
+    w = rng.normal(size=(args.batch, args.n)).astype("float32")
+
+    print(f"backend {backend}, batch {args.batch}, n {args.n}, block_size {args.block_size}, τ = {TAU}; "
+          "forward + backward, median of repeats\n")
+    print("| case | mode | ms / step | speed-up vs " + ("tfp_dense" if backend == "tensorflow" else "dense") + " |")
+    print("|---|---|---|---|")
+    for mode in modes:
+        times = {}
+        for name in cases:
+            times[name] = time_step(step_fn(name, mode, args.block_size), x, w, args.repeats, args.min_time)
+            ref = times.get("tfp_dense", times.get("dense"))
+            ratio = f"{ref / times[name]:.2f}x" if ref else "-"
+            print(f"| {name} | {mode} | {1e3 * times[name]:.1f} | {ratio} |", flush=True)
+
+    if args.no_memory:
+        return
+    print(f"\npeak resident memory above the process baseline, one forward + backward, batch 1, "
+          f"n {args.memory_n} (fresh process each)\n")
+    print("| case | mode | baseline MB | above baseline MB |")
+    print("|---|---|---|---|")
+    mem_cases = blocked + (dense if args.dense_memory else [])
+    for name in mem_cases:
+        mode = modes[0]
+        m = measure_memory(name, mode, args.memory_n, args.block_size)
+        print(f"| {name} | {mode} | {m['baseline_mb']:.0f} | {m['peak_mb'] - m['baseline_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
