@@ -87,7 +87,7 @@ def soft_permute(kind, rows, s, a, x, scale, mode, block_size=DEFAULT_BLOCK_SIZE
             logits = ops.matmul(_rows(row_factors, start, block), cols)
             # The exact row maximum: the analytic one (the i-th largest entry) is off by round-off that
             # β amplifies, which could underflow a whole row.
-            return ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
+            return ops.exp(logits - ops.max(logits, axis=-1, keepdims=True, initial=-float("inf")))
         yb = _rows(padded(y), start, block)
         return ops.exp(-ops.abs(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2)))
 

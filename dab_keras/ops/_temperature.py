@@ -2,8 +2,23 @@
 
 import numbers
 
+import keras
 import numpy as np
 from keras import ops
+
+# The smallest positive (subnormal) and the largest finite value of each float dtype: a τ outside
+# becomes 0 or inf when cast.
+_LIMITS = {
+    "float16": (6.0e-8, 65504.0),
+    "bfloat16": (9.2e-41, 3.38e38),
+    "float32": (1.4e-45, 3.4028234e38),
+    "float64": (5.0e-324, 1.7976931348623157e308),
+}
+
+
+def largest_finite(dtype):
+    """The largest finite value of a float dtype (any name Keras accepts, bfloat16 included)."""
+    return _LIMITS.get(keras.backend.standardize_dtype(dtype), (0.0, 3.4028234e38))[1]
 
 
 def temperature(value, dtype):
@@ -23,7 +38,7 @@ def temperature(value, dtype):
         A scalar tensor of `dtype`.
 
     Raises:
-        ValueError: for a number that is not finite and > 0, or for a bool.
+        ValueError: for a number that is not finite and > 0 (also once cast to `dtype`), or a bool.
     """
     if isinstance(value, bool) or (isinstance(value, np.ndarray) and value.dtype == bool):
         raise ValueError(f"`temperature` must be a finite number > 0. Received: temperature={value!r}")
@@ -31,6 +46,13 @@ def temperature(value, dtype):
         array = np.asarray(value, dtype=np.float64)
         if array.size != 1 or not np.isfinite(array).all() or not (array > 0).all():
             raise ValueError(f"`temperature` must be a finite number > 0. Received: temperature={value!r}")
+        name = keras.backend.standardize_dtype(dtype)
+        smallest, largest = _LIMITS.get(name, (0.0, float("inf")))
+        if not smallest <= float(array.reshape(())) <= largest:
+            raise ValueError(
+                f"`temperature` must be a finite number > 0 in {name} (between {smallest:g} and {largest:g}). "
+                f"Received: temperature={value!r}"
+            )
         return ops.convert_to_tensor(float(array.reshape(())), dtype=dtype)
     tau = ops.cast(value, dtype)
     valid = ops.logical_and(tau > 0, ops.isfinite(tau))

@@ -12,8 +12,6 @@ normalisation: the input is divided by its largest magnitude $c$ and τ by the s
 the result unchanged and keeps every intermediate finite up to the dtype's largest value.
 """
 
-import keras
-import numpy as np
 from keras import ops
 
 from dab_keras import _validation
@@ -216,7 +214,7 @@ def _relaxation_inputs(x, temperature, direction, relaxation):
     shape = tuple(-1 if d is None else d for d in x.shape)  # at most one unknown (the batch) axis
     s = ops.reshape(_oriented(x, direction), (-1, n))
     c = _scale.power_of_two_scale(ops.max(ops.abs(s), axis=-1, keepdims=True, initial=0.0))
-    cap = float(np.finfo(keras.backend.standardize_dtype(x.dtype)).max) / (32.0 * (n + 1))
+    cap = _temperature.largest_finite(x.dtype) / (32.0 * (n + 1))
     beta = ops.minimum(c / tau, cap)
     # s / c in value with an identity gradient: `_times_beta` applies β / c in one factor, since β and
     # 1 / c apart can overflow and underflow (c = 3e38, τ = 1).

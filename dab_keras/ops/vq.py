@@ -1,7 +1,5 @@
 """Vector quantization against a codebook, and its soft-assignment relaxation."""
 
-import keras
-import numpy as np
 from keras import ops
 
 from dab_keras.ops import _scale, _temperature
@@ -129,6 +127,6 @@ def soft_vector_quantize(z, codebook, temperature):
     r, scale = _relative_distances(z, codebook)
     # -c² r / τ as (c r)(c / τ) with c / τ capped: the nearest code's logit is exactly 0, the others finite
     # or -inf, so huge inputs give the nearest code rather than NaN.
-    inverse = ops.minimum(scale / tau, float(np.finfo(keras.backend.standardize_dtype(z.dtype)).max))
+    inverse = ops.minimum(scale / tau, _temperature.largest_finite(z.dtype))
     weights = ops.softmax(-(r * scale) * inverse, axis=-1)
     return ops.matmul(weights, ops.cast(codebook, z.dtype))

@@ -117,7 +117,7 @@ def test_quantize_min_not_below_max(min_value, max_value):
     ("factory", "argument", "value", "allowed"),
     [
         (lambda v: layers.Sort(relaxation=v), "relaxation", "sinkhorn", "'neuralsort', 'softsort'"),
-        (lambda v: layers.Sort(output_mode=v), "output_mode", "rank", "'values', 'permutation', 'indices'"),
+        (lambda v: layers.Sort(output_mode=v), "output_mode", "rank", "'values', 'ranks', 'permutation', 'indices'"),
         (lambda v: layers.Sort(direction=v), "direction", "up", "'ascending', 'descending'"),
         (lambda v: layers.TopK(k=1, output_mode=v), "output_mode", "indices", "'mask', 'values'"),
     ],

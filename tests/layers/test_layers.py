@@ -72,6 +72,10 @@ def sort_reference(x, layer):
         return np.moveaxis(np.take_along_axis(xt, order, axis=-1), -1, layer.axis)
     if layer.output_mode == "indices":
         return np.moveaxis(order, -1, layer.axis).astype(np.int32)
+    if layer.output_mode == "ranks":  # scipy.stats.rankdata(key), ties averaged
+        less = (key[..., None, :] < key[..., :, None]).sum(-1)
+        equal = (key[..., None, :] == key[..., :, None]).sum(-1)
+        return np.moveaxis(less + (equal + 1) / 2.0, -1, layer.axis)
     return np.eye(xt.shape[-1])[order]  # (batch, other axes..., n, n): row i one-hot at argsort_i
 
 
@@ -116,6 +120,10 @@ CASES = [
     Case("sort_perm_softsort_desc", layers.Sort,
          {"output_mode": "permutation", "relaxation": "softsort", "direction": "descending"}, (4,), sort_reference),
     Case("sort_indices", layers.Sort, {"output_mode": "indices"}, (4,), sort_reference, trainable=False),
+    Case("sort_ranks", layers.Sort, {"output_mode": "ranks"}, (4,), sort_reference),
+    Case("sort_ranks_softsort_desc_axis1", layers.Sort,
+         {"output_mode": "ranks", "relaxation": "softsort", "direction": "descending", "axis": 1}, (3, 4),
+         sort_reference),
     Case("sort_axis1_desc", layers.Sort, {"axis": 1, "direction": "descending"}, (3, 4), sort_reference),
     Case("sort_perm_axis_neg2", layers.Sort, {"axis": -2, "output_mode": "permutation"}, (3, 4), sort_reference),
     Case("dab_layer", layers.DAB, {"hard_fn": helpers.floor_parity}, (4,), dab_layer_reference,
