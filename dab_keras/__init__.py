@@ -5,10 +5,10 @@ of three gradient estimators chosen with `estimator=`: straight-through, relaxed
 approximation bridge, Ramapuram & Webb 2019, arXiv:1905.03658).
 
 Modules, in import order: `ops` (pure math) → `estimators` (gradient rules) → `layers` (Keras state) →
-`callbacks`.
+`callbacks`; `losses` and `metrics` (Spearman's rank correlation) build on `ops`.
 """
 
-from dab_keras import callbacks, estimators, layers, ops
+from dab_keras import callbacks, estimators, layers, losses, metrics, ops
 from dab_keras.version import __version__
 
-__all__ = ["__version__", "callbacks", "estimators", "layers", "ops"]
+__all__ = ["__version__", "callbacks", "estimators", "layers", "losses", "metrics", "ops"]

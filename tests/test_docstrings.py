@@ -38,7 +38,7 @@ from dab_keras import zoo
 
 PACKAGES = ["dab_keras.ops", "dab_keras.estimators", "dab_keras.layers"]
 #: Modules without `__all__`: their public names are the ones they define.
-MODULES = ["dab_keras.callbacks"]
+MODULES = ["dab_keras.callbacks", "dab_keras.losses", "dab_keras.metrics"]
 ZOO_MODULES = [
     "dab_keras.zoo.data",
     "dab_keras.zoo.weights",
