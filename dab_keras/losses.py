@@ -66,10 +66,24 @@ class SpearmanLoss(keras.losses.Loss):
         self.relaxation = _validation.check_one_of("relaxation", relaxation, dab_ops.sorting.RELAXATIONS)
 
     def call(self, y_true, y_pred):
+        """Per-example loss, before the reduction.
+
+        Args:
+            y_true: Targets, shape `(batch, ..., n)` (any real dtype; ranked exactly).
+            y_pred: Predicted scores, same shape, floating point (ranked softly).
+
+        Returns:
+            A tensor of shape `(batch, ...)`: one minus Spearman's ρ over the last axis.
+        """
         y_pred = ops.convert_to_tensor(y_pred)
         y_true = ops.cast(y_true, y_pred.dtype)
         soft = dab_ops.soft_rank(y_pred, self.temperature, relaxation=self.relaxation)
         return 1.0 - _rank_correlation(dab_ops.rank(y_true), soft)
 
     def get_config(self):
+        """The constructor arguments, for `keras.losses.deserialize` and `.keras` files.
+
+        Returns:
+            A dict with `temperature`, `relaxation` and the base loss's entries.
+        """
         return {**super().get_config(), "temperature": self.temperature, "relaxation": self.relaxation}
