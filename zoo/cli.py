@@ -89,8 +89,10 @@ def build_parser():
     jit.add_argument("--no-jit", dest="jit", action="store_false", help="do not XLA-compile training")
     p.add_argument(
         "--strategy",
-        choices=("mirrored",),
-        help="tf.distribute strategy: 'mirrored' replicates over the visible GPUs (or --cpu-devices)",
+        choices=("data_parallel", "mirrored", "multi_worker"),
+        help="devices to train on: 'data_parallel' (JAX: keras.distribution over all devices, the default "
+        "when several are visible), 'mirrored' (TensorFlow: the visible GPUs, or --cpu-devices), "
+        "'multi_worker' (TensorFlow: the machines in TF_CONFIG); see the docs' 'Many devices and machines'",
     )
     p.add_argument(
         "--cpu-devices",
@@ -164,7 +166,9 @@ def _cmd_train(args, argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices
         )
     from dab_keras import zoo
+    from dab_keras.zoo import distribute
 
+    distribute.initialize_cluster()  # a multi-process JAX run (KERAS_DISTRIBUTION_* variables)
     result = zoo.train(
         args.model,
         estimator=args.estimator,
@@ -183,7 +187,10 @@ def _cmd_train(args, argv):
         steps_per_epoch=args.steps_per_epoch,
         command=" ".join(["dab-zoo", *argv]),
     )
-    print(f"weights: {result['weights']}\nmanifest: {result['manifest']}")
+    if result["weights"] is None:
+        print("this worker is not the chief: the chief writes the weights and manifest")
+    else:
+        print(f"weights: {result['weights']}\nmanifest: {result['manifest']}")
     for k, v in result["metrics"].items():
         print(f"{k}: {_fmt(v)}")
 

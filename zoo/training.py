@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 
 from dab_keras import _validation
-from dab_keras.zoo import registry
+from dab_keras.zoo import distribute, registry
 from dab_keras.zoo import task as zoo_task
 from dab_keras.zoo import weights as zoo_weights
 
@@ -51,25 +51,6 @@ def default_jit_compile():
     return False
 
 
-def _strategy_scope(strategy):
-    if strategy is None:
-        return None
-    if hasattr(strategy, "scope") and hasattr(strategy, "num_replicas_in_sync"):
-        return strategy  # a tf.distribute.Strategy, e.g. MultiWorkerMirroredStrategy
-    if strategy != "mirrored":
-        raise ValueError(
-            f"`strategy` must be None, 'mirrored' or a tf.distribute.Strategy. Received: strategy={strategy!r}"
-        )
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            "strategy='mirrored' uses tf.distribute and needs KERAS_BACKEND=tensorflow "
-            f"(the backend is {keras.backend.backend()!r}); on JAX use keras.distribution instead."
-        )
-    import tensorflow as tf
-
-    return tf.distribute.MirroredStrategy()
-
-
 def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per_epoch=None, synthetic=False):
     """Returns `(epochs, steps_per_epoch)` of a run of `samples` examples or `epochs` epochs.
 
@@ -96,7 +77,7 @@ def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per
             synthetic data has `samples` but no `steps_per_epoch`.
 
     Examples:
-        >>> from dab_keras.zoo import registry
+        >>> from dab_keras.zoo import distribute, registry
         >>> sorter = registry.get("sorter")
         >>> plan(sorter, 1024, samples=4_096_000, steps_per_epoch=1000, synthetic=True)
         (4, 1000)
@@ -159,10 +140,12 @@ def train(
             recipe's.
         jit_compile: XLA compilation. Defaults to the recipe's preference (`Task.jit_compile`; not
             with a `strategy`), else `True` on JAX or with a GPU and `False` for TensorFlow on a CPU.
-        strategy: `None`, `"mirrored"` (`tf.distribute.MirroredStrategy` over the visible devices) or a
-            `tf.distribute.Strategy` instance; TensorFlow backend. For several machines, run the same
-            script on each with its `TF_CONFIG` set and pass
-            `tf.distribute.MultiWorkerMirroredStrategy()` (created first thing in the script).
+        strategy: Where to train (`dab_keras.zoo.distribute.resolve`): `None` (one device; on JAX,
+            `keras.distribution.DataParallel` over all devices when several are visible),
+            `"data_parallel"` (JAX), `"mirrored"` (TensorFlow, the visible devices), `"multi_worker"`
+            (TensorFlow, `MultiWorkerMirroredStrategy` from `TF_CONFIG`), or a `tf.distribute.Strategy`
+            or `keras.distribution.Distribution` instance. Only the chief process writes into
+            `output_dir`; the others write to temporary folders and return `None` paths.
         seed: Seed of initialization and data.
         output_dir: Folder of the run. Defaults to `dab_zoo_runs/<model>-<estimator>`.
         resume: Continue the run saved in `output_dir/backup` (same arguments) instead of starting over.
@@ -203,13 +186,15 @@ def train(
     learning_rate = float(learning_rate if learning_rate is not None else task.learning_rate)
     if not learning_rate > 0:
         raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}")
+    placement = distribute.resolve(strategy, batch_size)  # first: a multi-worker strategy must come first
     if jit_compile is None:
         # Under a tf.distribute strategy only the device default applies: XLA over logical CPU devices
         # fails in TensorFlow ("variable on a different device").
-        use_recipe = task.jit_compile is not None and strategy is None
+        use_recipe = task.jit_compile is not None and placement.strategy is None
         jit_compile = task.jit_compile if use_recipe else default_jit_compile()
     config = dict(config or {})
     output_dir = Path(output_dir or Path("dab_zoo_runs") / f"{task.name}-{estimator}")
+    output_dir = placement.output_dir(output_dir, resume)  # a temporary folder on non-chief workers
     output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir = output_dir / "backup"
     if not resume and backup_dir.exists() and any(backup_dir.iterdir()):
@@ -236,13 +221,14 @@ def train(
             train_data.x.steps = planned_steps
     total_steps = n_epochs * (train_data.steps_per_epoch or math.ceil(train_data.epoch_size / batch_size))
 
-    scope = _strategy_scope(strategy)
-    with scope.scope() if scope is not None else _nullcontext():
+    with placement.scope():
         net = task.build(estimator, weights=None, **config)
+        fit_model = train_data.trainer(net) if train_data.trainer is not None else net
         optimizer = keras.optimizers.Adam(
             zoo_task.cosine_schedule(learning_rate, total_steps, task.warmup_steps)
         )
-        task.compile(net, optimizer, jit_compile, steps_per_execution)
+        steps_per_execution = placement.steps_per_execution(steps_per_execution or task.steps_per_execution)
+        task.compile(fit_model, optimizer, jit_compile, steps_per_execution)
 
     callbacks = [
         *task.callbacks(net, total_steps),  # the recipe's own (e.g. the VAE's temperature schedule)
@@ -255,16 +241,17 @@ def train(
         fit_kwargs["steps_per_epoch"] = train_data.steps_per_epoch
     fit_kwargs["shuffle"] = train_data.y is not None  # datasets and PyDatasets bring their own order
     start = time.perf_counter()
-    history = net.fit(
-        train_data.x,
-        train_data.y,
-        batch_size=None if train_data.y is None else batch_size,
-        epochs=n_epochs,
-        callbacks=callbacks,
-        validation_data=train_data.validation,
-        verbose=verbose,
-        **fit_kwargs,
-    )
+    with placement.scope():
+        history = fit_model.fit(
+            train_data.x,
+            train_data.y,
+            batch_size=None if train_data.y is None else batch_size,
+            epochs=n_epochs,
+            callbacks=callbacks,
+            validation_data=train_data.validation,
+            verbose=verbose,
+            **fit_kwargs,
+        )
     seconds = time.perf_counter() - start
 
     metrics = task.evaluate(net, data=data) if evaluate_at_end else {}
@@ -296,11 +283,13 @@ def train(
         samples_per_second=round(samples_seen / seconds) if not resume else None,
         backend=keras.backend.backend(),
         jit_compile=bool(jit_compile),
-        strategy=strategy if isinstance(strategy, str) or strategy is None else type(strategy).__name__,
+        strategy=placement.name,
         keras_version=keras.__version__,
         machine=platform.machine(),
         date=datetime.date.today().isoformat(),
     )
+    if not placement.finish(output_dir):  # a non-chief worker's files were temporary
+        weights_path = manifest = None
     return {"model": net, "history": history, "metrics": metrics, "weights": weights_path, "manifest": manifest}
 
 
@@ -327,7 +316,7 @@ def export_weights(task, estimator, config, model, path):
 
     Examples:
         >>> import os, tempfile
-        >>> from dab_keras.zoo import registry
+        >>> from dab_keras.zoo import distribute, registry
         >>> task = registry.get("sorter")
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     path = os.path.join(folder, "sorter-dab.weights.h5")
@@ -348,14 +337,6 @@ def _model_config(task, net, config):
     out = {k: params[k].default for k in keys}
     out.update({k: v for k, v in config.items() if k in out})
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0, **config):
