@@ -4,28 +4,9 @@ Each test runs a short script in a JAX subprocess, so it runs under either backe
 """
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
-
-SMALL = {"length": 6, "hidden_units": [32], "latent_units": 24, "approximator_units": [8]}
-
-
-def run_jax(script, *args, env=None, timeout=300):
-    """Runs `script` with KERAS_BACKEND=jax and returns the JSON object on its last stdout line."""
-    environ = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    if "XLA_FLAGS" not in (env or {}):
-        environ.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=environ,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
+from jax_runs import SMALL, run_jax
 
 _STREAM = """
     import json, sys
