@@ -109,12 +109,12 @@ class DeviceSortingTrainer(keras.Model):
     Examples:
         ```python
         # KERAS_BACKEND=jax
-        from dab_keras.zoo import Sorter, device_data
+        from dab_keras.zoo import Sorter, device_data, sorter
 
-        sorter = Sorter("straight_through", weights=None)
-        trainer = device_data.DeviceSortingTrainer(sorter.inputs, sorter.outputs, batch_size=1024, seed=0)
-        trainer.compile("adam", loss=zoo.sorter.sorting_loss, jit_compile=True)
-        trainer.fit(device_data.Placeholders(1024, steps=100), epochs=1)  # trains `sorter`'s weights
+        model = Sorter("straight_through", weights=None)
+        trainer = device_data.DeviceSortingTrainer(model.inputs, model.outputs, batch_size=1024, seed=0)
+        trainer.compile("adam", loss=sorter.sorting_loss, jit_compile=True)
+        trainer.fit(device_data.Placeholders(1024, steps=100), epochs=1)  # trains `model`'s weights
         ```
     """
 
