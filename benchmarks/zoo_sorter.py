@@ -1,13 +1,15 @@
 """Training throughput of the zoo's sorter (sequences per second), as `dab-zoo train sorter` runs it.
 
 For each estimator and compilation mode it builds the sorter with its recipe (Adam, batch 1024, fresh
-sequences every step: `tf.data` on TensorFlow, a `PyDataset` elsewhere), trains one warm-up epoch
-(tracing and compilation), then times `--epochs` further epochs of `--steps` steps each and prints the
-median sequences/s. Run it on an otherwise idle machine.
+sequences every step: `tf.data` on TensorFlow; on JAX drawn inside the compiled step, or with
+`--data host` NumPy batches fed from a `PyDataset`), trains one warm-up epoch (tracing and compilation),
+then times `--epochs` further epochs of `--steps` steps each and prints the median sequences/s. Run it
+on an otherwise idle machine.
 
 Usage:
     python benchmarks/zoo_sorter.py                      # TensorFlow: graph mode and XLA
-    KERAS_BACKEND=jax python benchmarks/zoo_sorter.py    # JAX (always compiled)
+    KERAS_BACKEND=jax python benchmarks/zoo_sorter.py    # JAX (always compiled), batches drawn on the device
+    KERAS_BACKEND=jax python benchmarks/zoo_sorter.py --data device host   # both feeds, one after the other
     python benchmarks/zoo_sorter.py --estimators dab --batch-size 4096 --steps-per-execution 100
 """
 
@@ -27,15 +29,19 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3, help="timed epochs")
     p.add_argument("--steps-per-execution", type=int, default=None, help="default: the recipe's")
     p.add_argument("--jit", choices=("both", "on", "off"), default="both")
+    p.add_argument("--data", nargs="+", choices=("device", "host"), default=["device"],
+                   help="JAX: batches drawn inside the compiled step (the recipe's) or fed from NumPy")
     args = p.parse_args(argv)
 
     import keras
 
     from dab_keras.zoo import registry
+    from dab_keras.zoo import sorter as zoo_sorter
     from dab_keras.zoo import task as zoo_task
 
     backend = keras.backend.backend()
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
+    feeds = args.data if backend == "jax" else ["tf.data" if backend == "tensorflow" else "host"]
     if backend == "jax":
         modes = (True,)  # JAX always compiles with XLA
     sorter = registry.get("sorter")
@@ -54,21 +60,28 @@ def main(argv=None):
 
     print(f"backend={backend} batch={args.batch_size} steps_per_execution={spe} "
           f"({args.epochs} timed epochs of {args.steps} steps)")
-    print(f"{'estimator':<18} {'jit_compile':<12} {'sequences/s':>12} {'ms/step':>8}")
+    print(f"{'estimator':<18} {'jit_compile':<12} {'data':<8} {'sequences/s':>12} {'ms/step':>8}")
     for estimator in args.estimators:
         for jit in modes:
-            keras.utils.set_random_seed(0)
-            model = sorter.build(estimator, weights=None)
-            opt = keras.optimizers.Adam(zoo_task.cosine_schedule(2e-3, 10**6, 1000))
-            sorter.compile(model, opt, jit_compile=jit, steps_per_execution=spe)
-            data = sorter.train_data(args.batch_size, seed=0)
-            timer = Timer()
-            model.fit(data.x, epochs=args.epochs + 1, steps_per_epoch=args.steps, shuffle=False, verbose=0,
-                      callbacks=[timer])
-            seconds = statistics.median(timer.times[1:])
-            rate = args.steps * args.batch_size / seconds
-            print(f"{estimator:<18} {str(jit):<12} {rate:>12,.0f} {1000 * seconds / args.steps:>8.2f}", flush=True)
-            keras.backend.clear_session()
+            for feed in feeds:
+                keras.utils.set_random_seed(0)
+                model = sorter.build(estimator, weights=None)
+                data = sorter.train_data(args.batch_size, seed=0)
+                x = data.x
+                if feed == "host":
+                    x = zoo_sorter.SortingSequences(args.batch_size, 10, args.steps, seed=0)
+                elif data.trainer is not None:
+                    model = data.trainer(model)
+                opt = keras.optimizers.Adam(zoo_task.cosine_schedule(2e-3, 10**6, 1000))
+                sorter.compile(model, opt, jit_compile=jit, steps_per_execution=spe)
+                timer = Timer()
+                model.fit(x, epochs=args.epochs + 1, steps_per_epoch=args.steps, shuffle=False, verbose=0,
+                          callbacks=[timer])
+                seconds = statistics.median(timer.times[1:])
+                rate = args.steps * args.batch_size / seconds
+                print(f"{estimator:<18} {str(jit):<12} {feed:<8} {rate:>12,.0f} {1000 * seconds / args.steps:>8.2f}",
+                      flush=True)
+                keras.backend.clear_session()
 
 
 if __name__ == "__main__":

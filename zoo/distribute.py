@@ -90,6 +90,24 @@ class Placement:
         cap = self.max_steps_per_execution
         return int(steps) if cap is None else min(int(steps), cap)
 
+    def check_data(self, train_data, task_name):
+        """Raises unless every process can feed its own share of `train_data` (several JAX processes).
+
+        Args:
+            train_data: The run's `TrainData`.
+            task_name: The model's registry name, for the message.
+
+        Raises:
+            ValueError: for a JAX run over several processes on data fed from the host: only data drawn
+                on the devices (the sorter's) is split between processes.
+        """
+        if self.distribution is not None and self.num_processes > 1 and train_data.trainer is None:
+            raise ValueError(
+                f"A JAX run over several processes trains on data drawn on the devices (the sorter); "
+                f"{task_name} reads a data set: train it on one machine, or with TensorFlow's "
+                f"strategy='multi_worker'. Received: {self.num_processes} processes"
+            )
+
     def output_dir(self, output_dir, resume=False):
         """The folder this process writes into: `output_dir` on the chief, a temporary folder elsewhere.
 
@@ -163,7 +181,7 @@ def resolve(strategy, batch_size):
     if strategy is None:
         if backend == "jax" and keras.distribution.distribution() is None:
             if len(keras.distribution.list_devices()) > 1:
-                return _data_parallel(keras.distribution.DataParallel(), "data_parallel (automatic)", batch_size)
+                return _data_parallel(_new_data_parallel(), "data_parallel (automatic)", batch_size)
         return Placement(name=None, strategy=None, distribution=None)
     if strategy == "data_parallel":
         if backend != "jax":
@@ -171,7 +189,7 @@ def resolve(strategy, batch_size):
                 "strategy='data_parallel' uses keras.distribution and needs KERAS_BACKEND=jax (the backend "
                 f"is {backend!r}); on TensorFlow use 'mirrored' or 'multi_worker'."
             )
-        return _data_parallel(keras.distribution.DataParallel(), strategy, batch_size)
+        return _data_parallel(_new_data_parallel(), strategy, batch_size)
     if backend != "tensorflow":
         raise ValueError(
             f"strategy={strategy!r} uses tf.distribute and needs KERAS_BACKEND=tensorflow (the backend is "
@@ -230,6 +248,14 @@ def _reduce_nests(strategy):
 
     strategy.reduce = reduce_each
     strategy._dab_reduces_nests = True
+
+
+def _new_data_parallel():
+    # Over several processes each one feeds its own share of the batch (the sorter: empty placeholders
+    # for the batch it draws on the devices), not a `tf.data.Dataset` for Keras to shard.
+    import jax
+
+    return keras.distribution.DataParallel(auto_shard_dataset=jax.process_count() == 1)
 
 
 def _data_parallel(distribution, name, batch_size):

@@ -208,6 +208,7 @@ def train(
     train_data = task.train_data(
         batch_size, seed, data=data, initial_epoch=initial_epoch, **task.data_kwargs(config)
     )
+    placement.check_data(train_data, task.name)
     if steps_per_epoch is not None:
         if not train_data.synthetic:
             raise ValueError(f"`steps_per_epoch` applies to synthetic data only; {task.name} trains on a data set.")

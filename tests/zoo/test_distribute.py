@@ -160,3 +160,47 @@ def test_multi_worker_run_on_two_local_workers_writes_from_the_chief_and_resumes
     metrics = [line for line in chief.splitlines() if line.startswith("per_position_accuracy")]
     assert metrics and metrics == [line for line in worker.splitlines() if line.startswith("per_position")]
     assert not any(tmp.iterdir())
+
+
+def _jax_cli(output, env, *argv):
+    environ = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **env}
+    environ.pop("XLA_FLAGS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dab_keras.zoo.cli", "train", "sorter", "--estimator", "straight_through",
+         "--samples", "4096", "--batch-size", "512", "--steps-per-epoch", "4", "--lr", "0.05", "--output", str(output), "--quiet",
+         *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=output.parent,
+    )
+
+
+def test_data_parallel_over_two_jax_processes_matches_one_process(tmp_path):
+    (port,) = _free_ports(1)
+    cluster = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"localhost:{port}", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+               "TMPDIR": str(tmp_path)}
+    procs = [_jax_cli(tmp_path / "two", {**cluster, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)}) for i in range(2)]
+    procs.append(_jax_cli(tmp_path / "one", {}))
+    outs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-3000:]
+            outs.append(out)
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert "manifest:" in outs[0] and "not the chief" in outs[1]
+    two = json.loads((tmp_path / "two" / "sorter-straight_through.json").read_text())
+    assert two["strategy"] == "data_parallel (automatic)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # the non-chief left nothing behind
+    from dab_keras.zoo import Sorter
+
+    one = Sorter("straight_through", weights=str(tmp_path / "one" / "sorter-straight_through.weights.h5"))
+    both = Sorter("straight_through", weights=str(tmp_path / "two" / "sorter-straight_through.weights.h5"))
+    for a, b in zip(one.get_weights(), both.get_weights()):
+        np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)
+    losses = {}
+    for run in ("one", "two"):
+        with open(tmp_path / run / "log.csv") as f:
+            losses[run] = [float(row["loss"]) for row in csv.DictReader(f)]
+    np.testing.assert_allclose(losses["two"], losses["one"], rtol=1e-5)
+    assert len(losses["one"]) == 2 and abs(losses["one"][1] - losses["one"][0]) > 1e-2  # the runs trained
