@@ -109,3 +109,13 @@ def test_a_resumed_run_continues_the_stream_of_an_uninterrupted_one(tmp_path):
     assert whole["epochs"] == [0, 1, 2] and resumed["epochs"] == [0, 1, 2]
     for a, b in zip(whole["weights"], resumed["weights"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6)
+
+
+def test_stable_argsort_matches_numpy_with_ties_and_long_rows(rng):
+    from dab_keras.zoo import device_data
+
+    for shape in [(64, 10), (3, 5, 7), (8, 32), (4, 40)]:  # pairwise comparisons up to 32, sorting beyond
+        x = rng.integers(0, 4, size=shape).astype("float32")  # many ties
+        if shape == (4, 40):
+            x = rng.random(shape).astype("float32")  # the sort branch: ties in `argsort` are backend-defined
+        np.testing.assert_array_equal(np.asarray(device_data.stable_argsort(x)), np.argsort(x, -1, kind="stable"))
