@@ -12,8 +12,8 @@ process is the chief (the one that writes the run's files), and the name recorde
 | `"mirrored"` | TensorFlow | `tf.distribute.MirroredStrategy` over the visible GPUs (or logical CPUs) |
 | `"multi_worker"` | TensorFlow | `tf.distribute.MultiWorkerMirroredStrategy` from `TF_CONFIG` |
 
-A `tf.distribute.Strategy` or a `keras.distribution.Distribution` instance is used as given.
-Non-chief processes write their files (checkpoints, logs, weights, manifest) to a temporary folder
+A `tf.distribute.Strategy` or a `keras.distribution` (`DataParallel`, `ModelParallel`) instance is used
+as given. Non-chief processes write their files (checkpoints, logs, weights, manifest) to a temporary folder
 that is removed at the end of the run; on `resume` they start from a copy of the chief's backup, so the
 output folder must be on a file system that every machine sees under the same path (as for
 TensorFlow's own `BackupAndRestore`).
@@ -39,7 +39,7 @@ class Placement:
     Args:
         name: Name recorded in the manifest (`None`: one device).
         strategy: The `tf.distribute.Strategy`, or `None`.
-        distribution: The `keras.distribution.Distribution`, or `None`.
+        distribution: The `keras.distribution` distribution (e.g. `DataParallel`), or `None`.
         is_chief: Whether this process writes the run's files. Defaults to `True`.
         num_processes: Number of processes (workers, hosts) that train together. Defaults to `1`.
         replicas: Number of devices a batch is split over. Defaults to `1`.
@@ -150,7 +150,7 @@ def resolve(strategy, batch_size):
 
     Args:
         strategy: `None`, one of `STRATEGIES`, a `tf.distribute.Strategy` or a
-            `keras.distribution.Distribution`.
+            `keras.distribution.DataParallel` (or `ModelParallel`).
         batch_size: The global batch size; a data-parallel run splits it evenly over the devices.
 
     Returns:
@@ -166,7 +166,7 @@ def resolve(strategy, batch_size):
         >>> resolve("tpu", 1024)
         Traceback (most recent call last):
         ...
-        ValueError: `strategy` must be None, one of ['data_parallel', 'mirrored', 'multi_worker'], a tf.distribute.Strategy or a keras.distribution.Distribution. Received: strategy='tpu'
+        ValueError: `strategy` must be None, one of ['data_parallel', 'mirrored', 'multi_worker'], a tf.distribute.Strategy or a keras.distribution DataParallel or ModelParallel. Received: strategy='tpu'
     """
     backend = keras.backend.backend()
     if hasattr(strategy, "get_data_layout") and hasattr(strategy, "device_mesh"):  # a keras.distribution
@@ -176,7 +176,7 @@ def resolve(strategy, batch_size):
     if strategy is not None and strategy not in STRATEGIES:
         raise ValueError(
             f"`strategy` must be None, one of {list(STRATEGIES)}, a tf.distribute.Strategy or a "
-            f"keras.distribution.Distribution. Received: strategy={strategy!r}"
+            f"keras.distribution DataParallel or ModelParallel. Received: strategy={strategy!r}"
         )
     if strategy is None:
         if backend == "jax" and keras.distribution.distribution() is None:

@@ -77,7 +77,7 @@ def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per
             synthetic data has `samples` but no `steps_per_epoch`.
 
     Examples:
-        >>> from dab_keras.zoo import distribute, registry
+        >>> from dab_keras.zoo import registry
         >>> sorter = registry.get("sorter")
         >>> plan(sorter, 1024, samples=4_096_000, steps_per_epoch=1000, synthetic=True)
         (4, 1000)
@@ -144,7 +144,7 @@ def train(
             `keras.distribution.DataParallel` over all devices when several are visible),
             `"data_parallel"` (JAX), `"mirrored"` (TensorFlow, the visible devices), `"multi_worker"`
             (TensorFlow, `MultiWorkerMirroredStrategy` from `TF_CONFIG`), or a `tf.distribute.Strategy`
-            or `keras.distribution.Distribution` instance. Only the chief process writes into
+            or a `keras.distribution` instance (e.g. `DataParallel(...)`). Only the chief process writes into
             `output_dir`; the others write to temporary folders and return `None` paths.
         seed: Seed of initialization and data.
         output_dir: Folder of the run. Defaults to `dab_zoo_runs/<model>-<estimator>`.
@@ -317,7 +317,7 @@ def export_weights(task, estimator, config, model, path):
 
     Examples:
         >>> import os, tempfile
-        >>> from dab_keras.zoo import distribute, registry
+        >>> from dab_keras.zoo import registry
         >>> task = registry.get("sorter")
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     path = os.path.join(folder, "sorter-dab.weights.h5")
