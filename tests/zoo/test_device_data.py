@@ -98,7 +98,10 @@ _RESUME = """
     else:
         run = zoo.train("sorter", output_dir=folder, **kwargs)
     rows = open(folder + "/log.csv").read().strip().splitlines()
+    checkpoint = zoo.Sorter("dab", weights=None, **config)  # the checkpoint loads into a plain sorter
+    checkpoint.load_weights(folder + "/checkpoint.weights.h5")
     json.dump({"weights": [keras.ops.convert_to_numpy(w).tolist() for w in run["model"].weights],
+               "checkpoint": [keras.ops.convert_to_numpy(w).tolist() for w in checkpoint.weights],
                "epochs": [int(r.split(",")[0]) for r in rows[1:]]}, sys.stdout)
 """
 
@@ -107,8 +110,9 @@ def test_a_resumed_run_continues_the_stream_of_an_uninterrupted_one(tmp_path):
     whole = run_jax(_RESUME, json.dumps(SMALL), tmp_path / "whole", "whole")
     resumed = run_jax(_RESUME, json.dumps(SMALL), tmp_path / "resumed", "interrupt")
     assert whole["epochs"] == [0, 1, 2] and resumed["epochs"] == [0, 1, 2]
-    for a, b in zip(whole["weights"], resumed["weights"]):
+    for a, b, c in zip(whole["weights"], resumed["weights"], resumed["checkpoint"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(c), np.asarray(b))  # the last epoch's checkpoint
 
 
 def test_stable_argsort_matches_numpy_with_ties_and_long_rows(rng):
