@@ -43,6 +43,11 @@ class TemperatureSchedule(keras.callbacks.Callback):
     end of each epoch the callback adds the τ of the first layer it updates to the epoch logs as
     `temperature` (so `History` and `CSVLogger` record it).
 
+    List it **before** `keras.callbacks.CSVLogger` and `keras.callbacks.TensorBoard`: Keras calls the
+    callbacks in list order with one logs dict, so a writer listed earlier has already written the epoch
+    when `temperature` is added, and τ never reaches it. (`dab_keras.zoo.train(callbacks=[...])` places
+    its callbacks before its writers.)
+
     Args:
         schedule: Function `t -> τ` (`t` the epoch index, or with `update_freq="batch"` the global step,
             i.e. the optimizer's iteration count), returning a float > 0.

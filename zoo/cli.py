@@ -17,24 +17,34 @@ _BACKENDS = ("tensorflow", "jax")
 _ESTIMATORS = ("dab", "straight_through", "relaxed")
 
 
-def _positive_int(text):
+class _Parser(argparse.ArgumentParser):
+    # One line per error, without the usage block (`--help` still prints it all).
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(text):
+    # Text to a number: an int when the value is whole (3e6 -> 3000000), else a float. The rules (positive,
+    # whole, finite) are checked in one place, `dab_keras.zoo.training.check_arguments`.
     try:
-        value = int(float(text)) if "e" in text.lower() else int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value.is_integer():
+        return int(value) if "e" in text.lower() or "." in text else int(text)
+    return value
+
+
+def _positive_int(text):
+    value = _number(text)
+    if not isinstance(value, int) or value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _weights(text):
+    # 'none' (any case) means random initialization, as weights=None does in Python.
+    return None if text.lower() == "none" else text
 
 
 def _common(parser):
@@ -60,7 +70,7 @@ def build_parser():
         >>> args.command, args.model, args.estimator
         ('train', 'sorter', 'straight_through')
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dab-zoo",
         description="Pretrained dab_keras models: list them, train them, evaluate them, or run a demo.",
     )
@@ -74,13 +84,13 @@ def build_parser():
     p.add_argument("model", help="model name (see `dab-zoo list`)")
     p.add_argument("--estimator", choices=_ESTIMATORS, help="gradient estimator (default: the model's)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=_positive_int, help="epochs to train")
+    length.add_argument("--epochs", type=_number, help="epochs to train")
     length.add_argument(
-        "--samples", type=_positive_int, help="training examples to see (e.g. 4e8); default: the recipe's"
+        "--samples", type=_number, help="training examples to see (e.g. 4e8); default: the recipe's"
     )
-    p.add_argument("--batch-size", type=_positive_int, help="global batch size (default: the recipe's)")
-    p.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialization and data (default: 0)")
+    p.add_argument("--batch-size", type=_number, help="global batch size (default: the recipe's)")
+    p.add_argument("--lr", type=_number, help="peak learning rate, at most 1 (default: the recipe's)")
+    p.add_argument("--seed", type=_number, default=0, help="seed of initialization and data (default: 0)")
     jit = p.add_mutually_exclusive_group()
     jit.add_argument(
         "--jit", dest="jit", action="store_true", default=None,
@@ -99,19 +109,33 @@ def build_parser():
         type=_positive_int,
         help="split the CPU into N logical devices (to run --strategy mirrored without GPUs)",
     )
-    p.add_argument("--steps-per-execution", type=_positive_int, help="steps per compiled call")
     p.add_argument(
-        "--steps-per-epoch", type=_positive_int, help="steps per epoch of synthetic data (default: the recipe's)"
+        "--steps-per-execution", type=_number,
+        help="steps per compiled call (lowered to a divisor of the steps of an epoch)",
+    )
+    p.add_argument(
+        "--steps-per-epoch", type=_number, help="steps per epoch of synthetic data (default: the recipe's)"
     )
     p.add_argument("--output", help="run folder (default: dab_zoo_runs/MODEL-ESTIMATOR)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the run saved in the output folder (with the same arguments; a finished run stays as it is)",
+    )
+    p.add_argument(
+        "--tensorboard", action="store_true",
+        help="write TensorBoard scalars (loss, metrics, approximation errors, learning rate, temperatures) "
+        "to OUTPUT/tensorboard",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p)
 
     p = sub.add_parser("evaluate", help="evaluate pretrained (or given) weights on the test set")
     p.add_argument("model", help="model name (see `dab-zoo list`)")
     p.add_argument("--estimator", choices=_ESTIMATORS, help="estimator of the weights (default: the model's)")
-    p.add_argument("--weights", default="pretrained", help="'pretrained' (default) or a .weights.h5 path")
+    p.add_argument(
+        "--weights", type=_weights, default="pretrained",
+        help="'pretrained' (default), a .weights.h5 path, or 'none' (random initialization)",
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -119,7 +143,7 @@ def build_parser():
         help="evaluate the pretrained sorter, then train DAB and straight-through sorters for about a minute",
     )
     p.add_argument(
-        "--samples", type=_positive_int, default=3_000_000, help="training sequences per estimator (default: 3e6)"
+        "--samples", type=_number, default=3_000_000, help="training sequences per estimator (default: 3e6)"
     )
     p.add_argument("--jit", dest="jit", action="store_true", default=None, help="XLA-compile training")
     p.add_argument("--no-jit", dest="jit", action="store_false", help="do not XLA-compile training")
@@ -186,10 +210,13 @@ def _cmd_train(args, argv):
         steps_per_execution=args.steps_per_execution,
         steps_per_epoch=args.steps_per_epoch,
         command=" ".join(["dab-zoo", *argv]),
+        tensorboard=args.tensorboard,
     )
     if result["weights"] is None:
         print("this worker is not the chief: the chief writes the weights and manifest")
     else:
+        if result["complete"]:
+            print(f"The run in {result['weights'].parent} is complete; nothing was trained or changed.")
         print(f"weights: {result['weights']}\nmanifest: {result['manifest']}")
     for k, v in result["metrics"].items():
         print(f"{k}: {_fmt(v)}")
@@ -212,8 +239,9 @@ def _cmd_demo(args):
 def main(argv=None):
     """Entry point of the `dab-zoo` console script: parses `argv` and runs the command.
 
-    Errors in the arguments or in the run (a bad value, a missing file) print one line and exit with
-    status 2; Ctrl-C exits with 130. `--backend` restarts the process with `KERAS_BACKEND` set.
+    Errors in the arguments or in the run (a bad value, a missing file, no network for `--data tfds`)
+    print one line and exit with status 2; a run whose loss becomes NaN or infinite stops with one line
+    and status 1 (its last good checkpoint kept); Ctrl-C exits with 130. `--backend` restarts the process with `KERAS_BACKEND` set.
 
     Args:
         argv: The arguments after `dab-zoo`, a list of strings. Defaults to `None` (`sys.argv[1:]`).
@@ -244,8 +272,10 @@ def main(argv=None):
             _cmd_evaluate(args)
         elif args.command == "demo":
             _cmd_demo(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as e:
         parser.exit(2, f"dab-zoo {args.command}: error: {e}\n")
+    except ArithmeticError as e:  # training.NonFiniteLossError: the run diverged
+        parser.exit(1, f"dab-zoo {args.command}: error: {e}\n")
     except KeyboardInterrupt:
         parser.exit(130, "dab-zoo: interrupted (a train run continues with --resume)\n")
     return 0

@@ -125,6 +125,9 @@ class Placement:
         backup = Path(output_dir) / "backup"
         if resume and backup.is_dir():
             shutil.copytree(backup, folder / "backup")
+            run_record = Path(output_dir) / "run.json"  # so the resumed arguments are checked here too
+            if run_record.is_file():
+                shutil.copy2(run_record, folder / "run.json")
         return folder
 
     def finish(self, output_dir):

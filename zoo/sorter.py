@@ -303,7 +303,7 @@ class SorterTask(zoo_task.Task):
     def build(self, estimator, weights=None, **config):
         return Sorter(estimator=estimator, weights=weights, **config)
 
-    def train_data(self, batch_size, seed, data=None, initial_epoch=0, length=10):
+    def train_data(self, batch_size, seed, data=None, initial_epoch=0, length=10, steps_per_epoch=None):
         """Returns endless fresh sequences: drawn on the device on JAX, else a prefetched `tf.data` stream.
 
         - JAX: `device_data.DeviceSortingTrainer` draws step t's batch from the key `(seed, t)` inside the
@@ -315,13 +315,15 @@ class SorterTask(zoo_task.Task):
             batch_size: Sequences per batch (global, over all devices and processes).
             seed: Seed of the sequences.
             data: Ignored (the sorter needs no data set). Defaults to `None`.
-            initial_epoch: Epoch a resumed run starts at. Defaults to `0`.
+            initial_epoch: Epoch a resumed run starts at (the stream starts at step
+                `initial_epoch * steps_per_epoch`). Defaults to `0`.
             length: Sequence length L. Defaults to `10`.
+            steps_per_epoch: Steps of one epoch. Defaults to `None` (the recipe's `steps_per_epoch`).
 
         Returns:
             A synthetic `TrainData` with epochs of `steps_per_epoch` steps.
         """
-        steps = self.steps_per_epoch
+        steps = self.steps_per_epoch if steps_per_epoch is None else int(steps_per_epoch)
         trainer = None
         backend = keras.backend.backend()
         if backend == "jax":

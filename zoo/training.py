@@ -10,16 +10,19 @@ A run writes into its output folder:
 """
 
 import datetime
+import importlib.util
 import inspect
 import json
 import math
+import numbers
+import os
 import platform
 import time
 from pathlib import Path
 
 import keras
 
-from dab_keras import _validation
+from dab_keras.zoo import data as zoo_data
 from dab_keras.zoo import distribute, registry
 from dab_keras.zoo import task as zoo_task
 from dab_keras.zoo import weights as zoo_weights
@@ -108,6 +111,173 @@ def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per
     return max(1, round(total_steps / steps_per_epoch)), steps_per_epoch
 
 
+#: Largest peak learning rate `train` accepts: Adam moves each weight by about the learning rate per step,
+#: so anything larger destroys a network in one step (the recipes use 1e-3 to 2e-3).
+MAX_LEARNING_RATE = 1.0
+
+#: The resolved arguments that define a run, saved in `run.json`: a resumed run must match every one.
+#: (`steps_per_execution` may change: it groups steps without changing them.)
+RUN_KEYS = (
+    "model", "estimator", "backend", "epochs", "steps_per_epoch", "total_steps", "batch_size", "learning_rate",
+    "seed", "jit_compile", "strategy", "data", "config",
+)
+
+_RUN_FILE = "run.json"
+
+
+class NonFiniteLossError(ArithmeticError):
+    """Raised by `train` when the training loss becomes NaN or infinite; the last good checkpoint stays.
+
+    Args:
+        message: What became non-finite, in which epoch, and what was kept.
+
+    Examples:
+        >>> issubclass(NonFiniteLossError, ArithmeticError)
+        True
+    """
+
+    def __init__(self, message):
+        super().__init__(message)
+
+
+def _whole_number(name, value, minimum):
+    # An integer, or a float with an integral value such as 3e6; never a bool, NaN or infinity.
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`{name}` must be a whole number >= {minimum}. Received: {name}={value!r}")
+    if isinstance(value, numbers.Integral):
+        result = int(value)
+    elif not math.isfinite(value) or not float(value).is_integer():
+        raise ValueError(f"`{name}` must be a whole number >= {minimum} (e.g. 3e6). Received: {name}={value!r}")
+    else:
+        result = int(value)
+    if result < minimum:
+        raise ValueError(f"`{name}` must be a whole number >= {minimum}. Received: {name}={value!r}")
+    return result
+
+
+def _check_strategy(strategy):
+    # The name and its backend; `distribute.resolve` (called by `train`) creates the placement.
+    if strategy is None or not isinstance(strategy, str):
+        return strategy
+    if strategy not in distribute.STRATEGIES:
+        raise ValueError(
+            f"`strategy` must be None, one of {list(distribute.STRATEGIES)}, a tf.distribute.Strategy or a "
+            f"keras.distribution DataParallel. Received: strategy={strategy!r}"
+        )
+    backend = keras.backend.backend()
+    needs = "jax" if strategy == "data_parallel" else "tensorflow"
+    if backend != needs:
+        other = "'mirrored' or 'multi_worker'" if needs == "jax" else "'data_parallel' (or no strategy)"
+        raise ValueError(
+            f"strategy={strategy!r} needs KERAS_BACKEND={needs} (the backend is {backend!r}); "
+            f"on {backend} use {other}."
+        )
+    return strategy
+
+
+def _accepts(function, name):
+    return name in inspect.signature(function).parameters
+
+
+def check_arguments(
+    task,
+    estimator=None,
+    samples=None,
+    epochs=None,
+    batch_size=None,
+    learning_rate=None,
+    seed=0,
+    jit_compile=None,
+    strategy=None,
+    data="tfds",
+    steps_per_execution=None,
+    steps_per_epoch=None,
+    config=None,
+    tensorboard=False,
+):
+    """Checks and completes the arguments of a run before any work; what `train` does first.
+
+    Numbers must be finite; counts must be whole numbers (`samples=3e6` is fine, `batch_size=2.5` is
+    not); `learning_rate` must be in (0, `MAX_LEARNING_RATE`]. Defaults come from the task's recipe. A
+    `data` path must exist (`"tfds"` is checked when MNIST is loaded: offline it falls back to a local
+    copy or fails within seconds, see `dab_keras.zoo.data.resolve_mnist`).
+
+    Args:
+        task: The model's `Task` (from `dab_keras.zoo.registry.get`).
+        estimator: Estimator name or `None` (the task's default). Defaults to `None`.
+        samples: Training examples, a whole number >= 1, or `None`. Defaults to `None`.
+        epochs: Epochs, a whole number >= 1, or `None`. Defaults to `None`.
+        batch_size: Global batch size >= 1, or `None` (the recipe's). Defaults to `None`.
+        learning_rate: Peak learning rate, or `None` (the recipe's). Defaults to `None`.
+        seed: Seed, a whole number >= 0. Defaults to `0`.
+        jit_compile: `None` or a bool. Defaults to `None`.
+        strategy: `None`, `"mirrored"` or a `tf.distribute.Strategy`. Defaults to `None`.
+        data: `"tfds"` or the path of an MNIST `.npz` (MNIST models). Defaults to `"tfds"`.
+        steps_per_execution: Whole number >= 1 or `None`. Defaults to `None`.
+        steps_per_epoch: Whole number >= 1 or `None`; synthetic data only. Defaults to `None`.
+        config: Dict of extra constructor arguments, or `None`. Defaults to `None`.
+        tensorboard: `False`, `True` or a folder path; needs the `tensorboard` package. Defaults to
+            `False`.
+
+    Returns:
+        A dict with the checked values under the argument names (`estimator` as its registry key,
+        `batch_size`, `learning_rate` and `data` completed, `config` a dict).
+
+    Raises:
+        ValueError: naming the first argument that breaks its rule (the rule, then `Received:`).
+        FileNotFoundError: for a `data` path with no file.
+
+    Examples:
+        >>> from dab_keras.zoo import registry
+        >>> args = check_arguments(registry.get("sorter"), samples=3e6, learning_rate=1e-3)
+        >>> args["samples"], args["batch_size"], args["estimator"]
+        (3000000, 1024, 'dab')
+        >>> check_arguments(registry.get("sorter"), batch_size=2.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: `batch_size` must be a whole number >= 1 (e.g. 3e6). Received: batch_size=2.5
+    """
+    estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
+    if samples is not None and epochs is not None:
+        raise ValueError(f"Give either `samples` or `epochs`, not both. Received: samples={samples}, epochs={epochs}")
+    samples = _whole_number("samples", samples, 1)
+    epochs = _whole_number("epochs", epochs, 1)
+    batch_size = _whole_number("batch_size", batch_size if batch_size is not None else task.batch_size, 1)
+    if samples is not None and samples < batch_size:
+        raise ValueError(f"`samples` must be at least the batch size ({batch_size}). Received: samples={samples}")
+    learning_rate = learning_rate if learning_rate is not None else task.learning_rate
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+        raise ValueError(f"`learning_rate` must be a number. Received: learning_rate={learning_rate!r}")
+    learning_rate = float(learning_rate)
+    if not (math.isfinite(learning_rate) and 0.0 < learning_rate <= MAX_LEARNING_RATE):
+        raise ValueError(
+            f"`learning_rate` must be a finite number in (0, {MAX_LEARNING_RATE:g}]. "
+            f"Received: learning_rate={learning_rate!r}"
+        )
+    seed = _whole_number("seed", seed, 0)
+    if jit_compile is not None and not isinstance(jit_compile, bool):
+        raise ValueError(f"`jit_compile` must be None, True or False. Received: jit_compile={jit_compile!r}")
+    strategy = _check_strategy(strategy)
+    steps_per_execution = _whole_number("steps_per_execution", steps_per_execution, 1)
+    steps_per_epoch = _whole_number("steps_per_epoch", steps_per_epoch, 1)
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"`config` must be a dict of constructor arguments. Received: config={config!r}")
+    if tensorboard is not False and tensorboard is not True and not isinstance(tensorboard, (str, os.PathLike)):
+        raise ValueError(f"`tensorboard` must be a bool or a folder path. Received: tensorboard={tensorboard!r}")
+    if tensorboard is not False and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("`tensorboard` needs the tensorboard package (pip install tensorboard).")
+    if data != "tfds":
+        data = zoo_data.resolve_mnist(data)  # the path must exist
+    return {
+        "estimator": estimator, "samples": samples, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "seed": seed, "jit_compile": jit_compile, "strategy": strategy,
+        "data": data, "steps_per_execution": steps_per_execution, "steps_per_epoch": steps_per_epoch,
+        "config": dict(config or {}), "tensorboard": tensorboard,
+    }
+
+
 def train(
     model,
     estimator=None,
@@ -127,17 +297,27 @@ def train(
     command=None,
     evaluate_at_end=True,
     config=None,
+    tensorboard=False,
+    callbacks=None,
 ):
     """Trains a zoo model from scratch with its recipe and writes weights, manifest, log and checkpoints.
+
+    The arguments are checked first (`check_arguments`) and saved in `output_dir/run.json`; `resume=True`
+    refuses arguments that change the run (`RUN_KEYS`, one line naming each difference) and continues
+    from the last finished epoch with the data stream where it stopped, so a stopped and resumed run ends
+    with the weights of an uninterrupted one. Resuming a finished run trains nothing and changes nothing.
+    A NaN or infinite loss stops the run (`NonFiniteLossError`) before the epoch is saved, so the backup
+    and `checkpoint.weights.h5` keep the last good epoch and no manifest is written.
 
     Args:
         model: Registry name (see `dab_keras.zoo.list_models()`).
         estimator: `"dab"`, `"straight_through"` or `"relaxed"`. Defaults to the model's default.
-        samples: Training examples to see (synthetic data: sequences; data sets: rounded to epochs).
+        samples: Training examples to see (synthetic data: sequences; data sets: rounded to epochs), a
+            whole number (`3e6` is fine).
         epochs: Epochs to train instead of `samples`. Defaults to the recipe's length when both are `None`.
         batch_size: Global batch size. Defaults to the recipe's.
-        learning_rate: Peak learning rate (Adam, linear warm-up, cosine decay to zero). Defaults to the
-            recipe's.
+        learning_rate: Peak learning rate (Adam, linear warm-up, cosine decay to zero), finite, in
+            (0, `MAX_LEARNING_RATE`]. Defaults to the recipe's.
         jit_compile: XLA compilation. Defaults to the recipe's preference (`Task.jit_compile`; not
             with a `strategy`), else `True` on JAX or with a GPU and `False` for TensorFlow on a CPU.
         strategy: Where to train (`dab_keras.zoo.distribute.resolve`): `None` (one device; on JAX,
@@ -148,24 +328,33 @@ def train(
             `output_dir`; the others write to temporary folders and return `None` paths.
         seed: Seed of initialization and data.
         output_dir: Folder of the run. Defaults to `dab_zoo_runs/<model>-<estimator>`.
-        resume: Continue the run saved in `output_dir/backup` (same arguments) instead of starting over.
+        resume: Continue the run saved in `output_dir` (same arguments) instead of starting over.
         data: MNIST source for MNIST models: `"tfds"` or an `.npz` path.
         verbose: Keras `fit` verbosity.
-        steps_per_execution: Steps per compiled call. Defaults to the recipe's.
+        steps_per_execution: Steps per compiled call. Defaults to the recipe's. Lowered to the largest
+            divisor of the steps of an epoch, so that it never changes the length of the run.
         steps_per_epoch: Steps of one epoch of synthetic data (logs and checkpoints come once per epoch).
             Defaults to the recipe's.
         command: Command line recorded in the manifest. Defaults to the equivalent `dab-zoo train` call.
         evaluate_at_end: Evaluate on the test set and record the metrics in the manifest.
         config: Extra constructor arguments of the model.
+        tensorboard: `True` to write TensorBoard scalars to `output_dir/tensorboard` (or a folder path):
+            the loss, metrics (with each DAB layer's `<layer>_approximation_error`), the learning rate and
+            each layer's temperature `<layer>_temperature`. Defaults to `False`.
+        callbacks: More Keras callbacks, run after the layer scalars are added to the logs and before
+            the log writers (CSV, TensorBoard), so that what they add to the logs is recorded (e.g. the
+            `temperature` of `dab_keras.callbacks.TemperatureSchedule`). Defaults to `None`.
 
     Returns:
-        A dict with `model` (the trained Keras model), `history`, `metrics`, `weights` and `manifest`
-        (paths).
+        A dict with `model` (the trained Keras model), `history` (`None` for a finished run resumed),
+        `metrics`, `weights` and `manifest` (paths) and `complete` (`True` when the run was finished
+        before this call, so nothing was trained).
 
     Raises:
-        ValueError: for an unknown model or estimator, an invalid length, batch size or learning rate,
-            `steps_per_epoch` with a data set, or an unusable `strategy`.
+        ValueError: for an unknown model or estimator, an invalid argument (see `check_arguments`), or a
+            `resume` with arguments that differ from the run's.
         FileExistsError: if `output_dir` holds a run already and `resume` is `False`.
+        NonFiniteLossError: if the loss becomes NaN or infinite.
 
     Examples:
         ```python
@@ -179,48 +368,84 @@ def train(
         The same from the command line: `dab-zoo train sorter --estimator straight_through --samples 1e7`.
     """
     task = registry.get(model)
-    estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
-    batch_size = int(batch_size if batch_size is not None else task.batch_size)
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
-    learning_rate = float(learning_rate if learning_rate is not None else task.learning_rate)
-    if not learning_rate > 0:
-        raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}")
-    placement = distribute.resolve(strategy, batch_size)  # first: a multi-worker strategy must come first
+    args = check_arguments(
+        task, estimator=estimator, samples=samples, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, seed=seed, jit_compile=jit_compile, strategy=strategy, data=data,
+        steps_per_execution=steps_per_execution, steps_per_epoch=steps_per_epoch, config=config,
+        tensorboard=tensorboard,
+    )
+    estimator, batch_size, learning_rate = args["estimator"], args["batch_size"], args["learning_rate"]
+    seed, data, config, steps_per_epoch = args["seed"], args["data"], args["config"], args["steps_per_epoch"]
+    jit_compile = args["jit_compile"]
+    placement = distribute.resolve(strategy, batch_size)  # before any other TensorFlow operation
     if jit_compile is None:
         # Under a tf.distribute strategy only the device default applies: XLA over logical CPU devices
         # fails in TensorFlow ("variable on a different device").
         use_recipe = task.jit_compile is not None and placement.strategy is None
         jit_compile = task.jit_compile if use_recipe else default_jit_compile()
-    config = dict(config or {})
     output_dir = Path(output_dir or Path("dab_zoo_runs") / f"{task.name}-{estimator}")
     output_dir = placement.output_dir(output_dir, resume)  # a temporary folder on non-chief workers
-    output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir = output_dir / "backup"
+    run_path = output_dir / _RUN_FILE
     if not resume and backup_dir.exists() and any(backup_dir.iterdir()):
         raise FileExistsError(
             f"{output_dir} holds a run already. Pass resume=True (--resume) to continue it, or choose "
             "another output folder."
         )
+    saved = _read_run(run_path) if resume else None
 
     keras.utils.set_random_seed(seed)
     initial_epoch = _backup_epoch(backup_dir) if resume else 0
-    train_data = task.train_data(
-        batch_size, seed, data=data, initial_epoch=initial_epoch, **task.data_kwargs(config)
-    )
+    data_kwargs = task.data_kwargs(config)
+    if steps_per_epoch is not None and _accepts(task.train_data, "steps_per_epoch"):
+        data_kwargs["steps_per_epoch"] = steps_per_epoch  # so a resumed stream starts at the right step
+    train_data = task.train_data(batch_size, seed, data=data, initial_epoch=initial_epoch, **data_kwargs)
     placement.check_data(train_data, task.name)
     if steps_per_epoch is not None:
         if not train_data.synthetic:
             raise ValueError(f"`steps_per_epoch` applies to synthetic data only; {task.name} trains on a data set.")
-        train_data.steps_per_epoch = _validation.check_int("steps_per_epoch", steps_per_epoch, 1)
+        train_data.steps_per_epoch = steps_per_epoch
     n_epochs, planned_steps = plan(
-        task, batch_size, samples, epochs, train_data.epoch_size, train_data.steps_per_epoch, train_data.synthetic
+        task, batch_size, args["samples"], args["epochs"], train_data.epoch_size, train_data.steps_per_epoch,
+        train_data.synthetic,
     )
     if train_data.synthetic:
         train_data.steps_per_epoch = planned_steps
         if hasattr(train_data.x, "steps"):  # a PyDataset of synthetic batches
             train_data.x.steps = planned_steps
-    total_steps = n_epochs * (train_data.steps_per_epoch or math.ceil(train_data.epoch_size / batch_size))
+    epoch_steps = train_data.steps_per_epoch or math.ceil(train_data.epoch_size / batch_size)
+    total_steps = n_epochs * epoch_steps
+    steps_per_execution = largest_divisor(epoch_steps, args["steps_per_execution"] or task.steps_per_execution)
+
+    arguments = {
+        "model": task.name, "estimator": estimator, "backend": keras.backend.backend(), "epochs": n_epochs,
+        "steps_per_epoch": epoch_steps, "total_steps": total_steps, "batch_size": batch_size,
+        "learning_rate": learning_rate, "seed": seed, "jit_compile": bool(jit_compile),
+        "strategy": _strategy_name(strategy),
+        "data": None if train_data.synthetic else zoo_data.describe_source(data),
+        "config": config,
+    }
+    arguments = json.loads(json.dumps(arguments))  # tuples as lists, as they come back from the file
+    weights_path = output_dir / zoo_weights.weights_filename(task.name, estimator)
+    if saved is not None:
+        _check_resume(saved, arguments, output_dir)
+        if saved.get("complete") and weights_path.is_file():
+            return {
+                "model": task.build(estimator, weights=str(weights_path), **config), "history": None,
+                "metrics": zoo_weights.read_manifest(zoo_weights.manifest_path(weights_path)).get("metrics", {}),
+                "weights": weights_path, "manifest": zoo_weights.manifest_path(weights_path), "complete": True,
+            }
+    if command is None:
+        command = (
+            f"dab-zoo train {task.name} --estimator {estimator} "
+            + (f"--samples {total_steps * batch_size} " if train_data.synthetic else f"--epochs {n_epochs} ")
+            + f"--batch-size {batch_size} --lr {learning_rate:g} --seed {seed}"
+            + (" --jit" if jit_compile else " --no-jit")
+        )
+    record = saved if saved is not None else {"arguments": arguments, "command": command, "epochs": []}
+    record["complete"] = False
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_path, record)
 
     with placement.scope():
         net = task.build(estimator, weights=None, **config)
@@ -231,57 +456,59 @@ def train(
         steps_per_execution = placement.steps_per_execution(steps_per_execution or task.steps_per_execution)
         task.compile(fit_model, optimizer, jit_compile, steps_per_execution)
 
-    callbacks = [
+    # Order matters: the loss check runs first (a NaN epoch is never saved), the scalars, the recipe's and
+    # the user's callbacks fill the logs before the writers read them.
+    fit_callbacks = [
+        _StopOnNonFiniteLoss(output_dir, learning_rate),
+        _LayerScalars(),
         *task.callbacks(net, total_steps),  # the recipe's own (e.g. the VAE's temperature schedule)
+        *(callbacks or []),
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
         keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=resume),
         keras.callbacks.ModelCheckpoint(str(output_dir / "checkpoint.weights.h5"), save_weights_only=True),
+        _RunRecord(run_path, record),
     ]
+    if tensorboard is not False:
+        log_dir = output_dir / "tensorboard" if tensorboard is True else Path(tensorboard)
+        fit_callbacks.append(keras.callbacks.TensorBoard(str(log_dir), write_graph=False))
     fit_kwargs = {}
     if train_data.steps_per_epoch is not None:
         fit_kwargs["steps_per_epoch"] = train_data.steps_per_epoch
     fit_kwargs["shuffle"] = train_data.y is not None  # datasets and PyDatasets bring their own order
-    start = time.perf_counter()
     with placement.scope():
         history = fit_model.fit(
             train_data.x,
             train_data.y,
             batch_size=None if train_data.y is None else batch_size,
             epochs=n_epochs,
-            callbacks=callbacks,
+            callbacks=fit_callbacks,
             validation_data=train_data.validation,
             verbose=verbose,
             **fit_kwargs,
         )
-    seconds = time.perf_counter() - start
 
+    steps = int(keras.ops.convert_to_numpy(net.optimizer.iterations))
     metrics = task.evaluate(net, data=data) if evaluate_at_end else {}
-    weights_path = output_dir / zoo_weights.weights_filename(task.name, estimator)
     export_weights(task, estimator, config, net, weights_path)
-    samples_seen = total_steps * batch_size
-    if command is None:
-        command = (
-            f"dab-zoo train {task.name} --estimator {estimator} "
-            + (f"--samples {samples_seen} " if train_data.synthetic else f"--epochs {n_epochs} ")
-            + f"--batch-size {batch_size} --lr {learning_rate:g} --seed {seed}"
-            + (" --jit" if jit_compile else " --no-jit")
-        )
+    samples_seen = steps * batch_size
+    seconds = sum(e["seconds"] for e in record["epochs"])
     manifest = zoo_weights.write_manifest(
         weights_path,
         model=task.name,
         estimator=estimator,
         config={**_model_config(task, net, config), "estimator": estimator},
         metrics=metrics,
-        command=command,
+        command=record["command"],
         data=train_data.description,
         seed=seed,
         batch_size=batch_size,
         learning_rate=learning_rate,
         epochs=n_epochs,
-        steps=total_steps,
+        steps=steps,
         samples_seen=samples_seen,
+        steps_per_execution=steps_per_execution,
         train_seconds=round(seconds, 1),
-        samples_per_second=round(samples_seen / seconds) if not resume else None,
+        samples_per_second=steady_speed(record["epochs"], batch_size),
         backend=keras.backend.backend(),
         jit_compile=bool(jit_compile),
         strategy=placement.name,
@@ -289,9 +516,159 @@ def train(
         machine=platform.machine(),
         date=datetime.date.today().isoformat(),
     )
+    record["complete"] = True
+    _write_json(run_path, record)
     if not placement.finish(output_dir):  # a non-chief worker's files were temporary
         weights_path = manifest = None
-    return {"model": net, "history": history, "metrics": metrics, "weights": weights_path, "manifest": manifest}
+    return {
+        "model": net, "history": history, "metrics": metrics, "weights": weights_path, "manifest": manifest,
+        "complete": False,
+    }
+
+
+def largest_divisor(steps, at_most):
+    """The largest divisor of `steps` that is at most `at_most`: a `steps_per_execution` that fits an epoch.
+
+    Keras runs whole compiled calls of `steps_per_execution` steps, so a value that does not divide the
+    steps of an epoch would lengthen the epoch (and the run).
+
+    Args:
+        steps: Steps of one epoch, >= 1.
+        at_most: The requested steps per execution, >= 1.
+
+    Returns:
+        An int in [1, min(steps, at_most)] that divides `steps`.
+
+    Examples:
+        >>> largest_divisor(1000, 50), largest_divisor(2, 500), largest_divisor(469, 10)
+        (50, 2, 7)
+    """
+    at_most = min(int(at_most), int(steps))
+    return next(d for d in range(at_most, 0, -1) if steps % d == 0)
+
+
+def steady_speed(epochs, batch_size):
+    """Examples per second of a run's epochs, leaving out the first epoch of each session (compilation).
+
+    Args:
+        epochs: The `epochs` list of `run.json`: dicts with `steps`, `seconds` and `first` (the first
+            epoch after a start or a resume).
+        batch_size: Examples per step.
+
+    Returns:
+        An int, or `None` when no epoch was timed; with only first epochs, their overall speed.
+
+    Examples:
+        >>> steady_speed([{"steps": 10, "seconds": 5.0, "first": True},
+        ...               {"steps": 10, "seconds": 1.0, "first": False}], batch_size=100)
+        1000
+    """
+    steady = [e for e in epochs if not e.get("first")] or list(epochs)
+    seconds = sum(e["seconds"] for e in steady)
+    if not steady or seconds <= 0:
+        return None
+    return round(sum(e["steps"] for e in steady) * batch_size / seconds)
+
+
+def _strategy_name(strategy):
+    return strategy if isinstance(strategy, str) or strategy is None else type(strategy).__name__
+
+
+def _read_run(path):
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"The run record {path} is not valid JSON ({e}); it cannot be resumed.") from None
+    if not isinstance(record, dict) or not isinstance(record.get("arguments"), dict):
+        raise ValueError(f"The run record {path} has no `arguments`; it cannot be resumed.")
+    record.setdefault("epochs", [])
+    return record
+
+
+def _write_json(path, value):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # never a half-written record
+
+
+def _check_resume(saved, arguments, output_dir):
+    before = saved["arguments"]
+    diffs = [
+        f"{key}={arguments.get(key)!r} (the run: {before.get(key)!r})"
+        for key in RUN_KEYS
+        if arguments.get(key) != before.get(key)
+    ]
+    if diffs:
+        raise ValueError(
+            f"resume continues the run in {output_dir} with its own arguments, and these differ: "
+            f"{'; '.join(diffs)}. Pass the run's arguments, or start a new run in another folder."
+        )
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    # First in the list: it raises before BackupAndRestore or ModelCheckpoint save a NaN epoch.
+    def __init__(self, output_dir, learning_rate):
+        super().__init__()
+        self.output_dir, self.learning_rate = output_dir, learning_rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if k.endswith("loss") and _not_finite(v)}
+        if bad:
+            kept = (
+                f"the last good state (epoch {epoch}) is kept in {self.output_dir / 'backup'} and "
+                f"{self.output_dir / 'checkpoint.weights.h5'}"
+                if epoch
+                else "no epoch had finished, so nothing was saved"
+            )
+            raise NonFiniteLossError(
+                f"Training stopped: {', '.join(f'{k}={float(v)}' for k, v in bad.items())} in epoch {epoch + 1}; "
+                f"{kept}; no weights or manifest were written. Lower the learning rate "
+                f"(learning_rate={self.learning_rate:g}) and start a new run."
+            )
+
+
+def _not_finite(value):
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+class _LayerScalars(keras.callbacks.Callback):
+    # Adds the learning rate and each layer's temperature τ to the epoch logs (for CSV and TensorBoard).
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        for layer in self.model._flatten_layers(include_self=False):
+            temperature = getattr(layer, "temperature", None)
+            if isinstance(temperature, keras.Variable):
+                logs[f"{layer.name}_temperature"] = float(keras.ops.convert_to_numpy(temperature))
+
+
+class _RunRecord(keras.callbacks.Callback):
+    # After the backup: appends each finished epoch (steps, seconds) to run.json.
+    def __init__(self, path, record):
+        super().__init__()
+        self.path, self.record = path, record
+        self._first = True
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        steps = self.params.get("steps") if self.params else None
+        self.record["epochs"] = [e for e in self.record["epochs"] if e["epoch"] < epoch]
+        self.record["epochs"].append({"epoch": epoch, "steps": steps or 0, "seconds": round(seconds, 3),
+                                      "first": self._first})
+        self._first = False
+        _write_json(self.path, self.record)
 
 
 def _backup_epoch(backup_dir):
@@ -357,7 +734,8 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
         `per_position_accuracy`, `loss` and `test_sequences` for the sorter.
 
     Raises:
-        ValueError: for an unknown model or estimator, or weights that do not match.
+        ValueError: for an unknown model or estimator, or weights that do not match or cannot be read.
+        ConnectionError: for `data="tfds"` offline without a local copy of MNIST.
 
     Examples:
         ```python

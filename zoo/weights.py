@@ -17,6 +17,7 @@ it is checked the same way. Files are keyed by the estimator's name (`estimator_
 
 import json
 import os
+import re
 from pathlib import Path
 
 from dab_keras import estimators as dab_estimators
@@ -117,15 +118,22 @@ def read_manifest(path):
 
     Raises:
         FileNotFoundError: if there is no file at `path`.
-        json.JSONDecodeError: if the file is not valid JSON.
+        ValueError: if the file is not valid JSON or not a JSON object (the message names the file).
 
     Examples:
         >>> manifest = read_manifest(manifest_path(pretrained_path("sorter", "dab")))
         >>> manifest["weights"], manifest["config"]["latent_units"]
         ('sorter-dab.weights.h5', 256)
     """
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"The manifest {path} is not valid JSON ({e}). Restore it, or delete it to load the "
+                         "weights without their checks.") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"The manifest {path} must hold a JSON object. Received: {type(manifest).__name__}")
+    return manifest
 
 
 def write_manifest(weights_path, **fields):
@@ -219,7 +227,7 @@ def check_config(manifest, config, source):
     if diffs:
         raise ValueError(
             f"The weights {source} were trained with a different configuration: {', '.join(diffs)}. "
-            "Build the model with the weights' configuration, or pass weights=None to train from scratch."
+            "Build the model with the weights' configuration, or pass weights=None (--weights none) to start from scratch."
         )
 
 
@@ -276,7 +284,7 @@ def pretrained_path(model, estimator):
         available = [m["estimator"] for m in shipped_manifests(model)]
         raise ValueError(
             f"No pretrained weights ship for model {model!r} with estimator={estimator!r}. "
-            f"Shipped estimators: {available or 'none'}. Pass weights=None (random initialization) "
+            f"Shipped estimators: {available or 'none'}. Pass weights=None (--weights none: random initialization) "
             "or the path of a .weights.h5 file."
         )
     return path
@@ -344,11 +352,46 @@ def load(model, weights, model_name, estimator, config):
         if manifest.get("model") not in (None, model_name):
             raise ValueError(f"The weights {source} belong to model {manifest['model']!r}, not {model_name!r}.")
         check_config(manifest, {**config, "estimator": estimator}, source)
+    _check_hdf5(path)
     try:
         model.load_weights(path)
     except (ValueError, KeyError) as e:
         raise ValueError(
             f"The weights {source} do not fit this {model_name} model (configuration {config}, "
-            f"estimator={estimator!r}): {e}"
-        ) from e
+            f"estimator={estimator!r}): {_mismatch(e)}. Were they saved from another model or "
+            "configuration? Pass that model's weights, or weights=None (--weights none) for random "
+            "initialization."
+        ) from None
+    except OSError as e:
+        raise ValueError(f"The weights file {path} cannot be read (damaged or truncated?): {_first_line(e)}") from None
     return manifest
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_hdf5(path):
+    # A clear message for an empty, truncated or foreign file before h5py's own.
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(len(_HDF5_SIGNATURE))
+    if size == 0:
+        raise ValueError(f"The weights file {path} is empty (0 bytes). Copy it again or retrain.")
+    if head != _HDF5_SIGNATURE:
+        raise ValueError(f"The weights file {path} is not an HDF5 .weights.h5 file ({size} bytes, starting {head!r}).")
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _mismatch(error):
+    # Keras's message dumps whole tensors; keep the layer and the two shapes.
+    text = str(error)
+    match = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    layer = re.search(r"Target variable: <Variable path=([^,>]+)", text)
+    if match:
+        where = f"{layer.group(1)} has shape {match.group(1)}" if layer else f"a weight has shape {match.group(1)}"
+        return f"{where}, the file holds {match.group(2)}"
+    return _first_line(error)[:300]

@@ -97,3 +97,99 @@ def test_sort_batch_targets_sort_the_inputs():
         data.sort_batch(4, length=1)
     with pytest.raises(ValueError, match="batch_size"):
         data.sort_batch(0)
+
+
+def test_float_images_in_unit_range_are_not_divided_again(tmp_path):
+    rng = np.random.default_rng(1)
+    unit = rng.random((6, 28, 28)).astype(np.float32)
+    _fake_npz(tmp_path / "unit.npz", x_train=unit)
+    np.testing.assert_array_equal(data.load_mnist(tmp_path / "unit.npz")["x_train"][..., 0], unit)
+    intensities = rng.integers(0, 256, size=(6, 28, 28)).astype(np.float64)  # floats 0..255
+    _fake_npz(tmp_path / "f255.npz", x_train=intensities)
+    np.testing.assert_allclose(data.load_mnist(tmp_path / "f255.npz")["x_train"][..., 0], intensities / 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"y_train": np.array([0, 1, 2, 3, 4, 10])}, r"`y_train` must be digits 0\.\.9\. Received: values in \[0, 10\]"),
+        ({"y_test": np.array([0, -1, 2, 3])}, r"`y_test` must be digits 0\.\.9\. Received: values in \[-1, 3\]"),
+        ({"y_train": np.eye(10)[:6]}, r"`y_train` must be class indices of shape \(N,\) \(not one-hot\)"),
+        ({"y_train": np.array([0.5] * 6)}, r"`y_train` must be integers 0\.\.9"),
+        ({"y_test": np.array([1, 2, 3])}, r"4 images but 3 labels in `y_test`"),
+        ({"x_train": np.zeros((0, 28, 28), np.uint8), "y_train": np.zeros(0, np.uint8)}, r"`x_train` holds no images"),
+        ({"x_test": np.full((4, 28, 28), 300, np.int16)}, r"intensities 0\.\.255\. Received: values in \[300, 300\]"),
+        ({"x_train": np.full((6, 28, 28), -0.5, np.float32)}, r"must be in \[0, 1\]"),
+        ({"x_train": np.full((6, 28, 28), np.nan, np.float32)}, r"NaN or infinite"),
+        ({"x_train": np.zeros((6, 28, 28), bool)}, r"dtype=bool"),
+    ],
+)
+def test_npz_contents_are_checked(overrides, message, tmp_path):
+    _fake_npz(tmp_path / "bad.npz", **overrides)
+    with pytest.raises(ValueError, match=message) as exc:
+        data.load_mnist(tmp_path / "bad.npz")
+    assert "bad.npz" in str(exc.value) and len(str(exc.value).splitlines()) == 1
+
+
+def test_unreadable_npz_files_give_one_line_naming_the_file(tmp_path):
+    _fake_npz(tmp_path / "good.npz")
+    raw = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.npz").write_bytes(b"not an archive")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    for name, message in [("truncated.npz", "damaged or truncated"), ("text.npz", r"is not a \.npz \(zip\) archive"),
+                          ("empty.npz", "is empty"), ("array.npy", r"is not a \.npz")]:
+        with pytest.raises(ValueError, match=message) as exc:
+            data.load_mnist(tmp_path / name)
+        assert name in str(exc.value) and len(str(exc.value).splitlines()) == 1
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No prepared tfds MNIST, no Keras copy (KERAS_HOME in an empty folder); `online` answers False."""
+    monkeypatch.setattr(data, "_tfds_prepared", lambda data_dir=None: False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    calls = []
+
+    def online():
+        calls.append(1)
+        return False
+
+    return online, calls
+
+
+def test_tfds_offline_fails_fast_and_says_how_to_pass_a_file(offline):
+    online, calls = offline
+    with pytest.raises(ConnectionError, match=r"--data PATH/mnist\.npz") as exc:
+        data.load_mnist("tfds", online=online)
+    assert calls == [1] and len(str(exc.value).splitlines()) == 1
+    with pytest.raises(ConnectionError):
+        data.resolve_mnist("tfds", online=online)
+    assert data.resolve_mnist("tfds", online=lambda: True) == "tfds"
+
+
+def test_tfds_offline_uses_keras_copy_when_its_checksum_matches(offline, tmp_path):
+    online, _ = offline
+    local = data.keras_mnist_path()
+    local.parent.mkdir(parents=True)
+    _fake_npz(local)  # the wrong content: not used
+    with pytest.raises(ConnectionError):
+        data.resolve_mnist("tfds", online=online)
+    if not SHARED_MNIST.is_file():
+        pytest.skip("no local copy of mnist.npz beside the checkout")
+    local.unlink()
+    local.symlink_to(SHARED_MNIST)
+    assert data.resolve_mnist("tfds", online=online) == str(local)
+
+
+def test_can_reach_answers_quickly_for_a_closed_port():
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    assert data.can_reach(("127.0.0.1", port), timeout=1.0) is False
+    assert time.perf_counter() - start < 1.5

@@ -1,10 +1,15 @@
 """Zoo training: run planning, recipes, and MirroredStrategy on two logical CPU devices."""
 
+import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -80,3 +85,159 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(estimator, tmp_path):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-4, rtol=1e-3)
         moved = max(moved, float(np.abs(np.asarray(a) - np.asarray(w0)).max()))
     assert moved > 1e-2  # both runs trained (12 Adam steps), and they agree far more closely than that
+
+
+# A small sorter trained for 5 epochs of 3 steps; `interrupt` stops it during epoch 3 with a real signal.
+_RESUME = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import keras
+    import numpy as np
+    from dab_keras import zoo
+
+    mode, out = sys.argv[1], sys.argv[2]
+    kwargs = dict(estimator="dab", samples=64 * 15, batch_size=64, steps_per_epoch=3, steps_per_execution=1,
+                  verbose=0, evaluate_at_end=False,
+                  config={"length": 6, "hidden_units": (32,), "latent_units": 24, "approximator_units": (8,)})
+
+    class Interrupt(keras.callbacks.Callback):
+        def __init__(self, sig):
+            super().__init__()
+            self.sig, self.epoch = sig, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 1:
+                os.kill(os.getpid(), self.sig)
+
+    def weights(run):
+        return [keras.ops.convert_to_numpy(w).tolist() for w in run["model"].weights]
+
+    if mode == "full":
+        result = weights(zoo.train("sorter", output_dir=out + "/full", **kwargs))
+    elif mode == "sigint":  # Ctrl-C in the middle of epoch 3, then the same call with resume=True
+        try:
+            zoo.train("sorter", output_dir=out + "/int", callbacks=[Interrupt(signal.SIGINT)], **kwargs)
+            raise SystemExit("not interrupted")
+        except KeyboardInterrupt:
+            pass
+        result = weights(zoo.train("sorter", output_dir=out + "/int", resume=True, **kwargs))
+    elif mode == "sigkill":  # the process dies in the middle of epoch 3
+        zoo.train("sorter", output_dir=out + "/kill", callbacks=[Interrupt(signal.SIGKILL)], **kwargs)
+        raise SystemExit("not killed")
+    else:
+        result = weights(zoo.train("sorter", output_dir=out + "/kill", resume=True, **kwargs))
+    print(json.dumps(result))
+    """
+)
+
+
+def _resume_script(mode, folder):
+    import keras
+
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    return subprocess.run([sys.executable, "-c", _RESUME, mode, str(folder)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def _last_json(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_run_stopped_by_sigint_or_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    # steps_per_epoch=3 is not the recipe's 1000: the resumed data stream must start at step 3 * epoch.
+    full = _last_json(_resume_script("full", tmp_path))
+    interrupted = _last_json(_resume_script("sigint", tmp_path))
+    killed = _resume_script("sigkill", tmp_path)
+    assert killed.returncode == -signal.SIGKILL
+    assert json.loads((tmp_path / "kill" / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    resumed = _last_json(_resume_script("resume", tmp_path))
+    moved = 0.0
+    for a, b, c in zip(full, interrupted, resumed, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(c, a, rtol=0, atol=1e-6)
+        moved = max(moved, float(np.abs(np.asarray(a)).max()))
+    assert moved > 0
+    for run in ("full", "int", "kill"):
+        manifest = json.loads((tmp_path / run / "sorter-dab.json").read_text())
+        assert manifest["steps"] == 15 and manifest["samples_seen"] == 64 * 15
+        with open(tmp_path / run / "log.csv") as f:
+            assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2, 3, 4]
+
+
+_SMALL = {"length": 6, "hidden_units": (32,), "latent_units": 24, "approximator_units": (8,)}
+
+
+class _PoisonWeights(keras.callbacks.Callback):
+    """Makes the output layer's kernel NaN at the start of epoch 3 (as a diverging learning rate would)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            sync = getattr(self.model, "jax_state_sync", None)
+            if sync is not None:
+                sync()
+            kernel = self.model.get_layer("scores").kernel
+            kernel.assign(kernel * float("nan"))
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(training.NonFiniteLossError, match=r"loss=nan in epoch 3; the last good state \(epoch 2\)"):
+        training.train("sorter", estimator="straight_through", samples=64 * 15, batch_size=64, steps_per_epoch=3,
+                       output_dir=tmp_path, verbose=0, config=_SMALL, callbacks=[_PoisonWeights()])
+    assert not (tmp_path / "sorter-straight_through.json").exists()
+    assert not (tmp_path / "sorter-straight_through.weights.h5").exists()
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 2  # 2 done
+    model = registry.get("sorter").build("straight_through", weights=str(tmp_path / "checkpoint.weights.h5"),
+                                         **_SMALL)
+    assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+    with open(tmp_path / "log.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1]
+
+
+def _scalar_tags(log_dir):
+    import tensorflow as tf
+
+    tags = set()
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_tensorboard_gets_temperatures_approximation_errors_and_a_schedule_given_in_any_order(tmp_path):
+    pytest.importorskip("tensorboard")
+    from dab_keras import callbacks as dab_callbacks
+
+    schedule = dab_callbacks.TemperatureSchedule(dab_callbacks.exponential_decay(1.0, 0.5))
+    for estimator in ("relaxed", "dab"):
+        training.train("sorter", estimator=estimator, samples=64 * 6, batch_size=64, steps_per_epoch=3,
+                       output_dir=tmp_path / estimator, verbose=0, config=_SMALL, tensorboard=True,
+                       callbacks=[schedule] if estimator == "relaxed" else None, evaluate_at_end=False)
+    relaxed = _scalar_tags(tmp_path / "relaxed" / "tensorboard")
+    assert {"epoch_loss", "epoch_learning_rate", "epoch_sign_temperature", "epoch_temperature"} <= relaxed
+    assert "epoch_sign_approximation_error" in _scalar_tags(tmp_path / "dab" / "tensorboard")
+    with open(tmp_path / "relaxed" / "log.csv") as f:
+        assert [float(row["sign_temperature"]) for row in csv.DictReader(f)] == [1.0, 0.5]
+
+
+class _SlowFirstEpoch(keras.callbacks.Callback):
+    """Adds 2 s to the first epoch, as compilation does."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            time.sleep(2.0)
+
+
+def test_samples_per_second_is_the_steady_speed_without_the_first_epoch(tmp_path):
+    run = training.train("sorter", estimator="straight_through", samples=64 * 12, batch_size=64, steps_per_epoch=3,
+                         output_dir=tmp_path, verbose=0, config=_SMALL, callbacks=[_SlowFirstEpoch()],
+                         evaluate_at_end=False)
+    manifest = json.loads(run["manifest"].read_text())
+    epochs = json.loads((tmp_path / "run.json").read_text())["epochs"]
+    assert [e["first"] for e in epochs] == [True, False, False, False] and epochs[0]["seconds"] >= 2.0
+    later = sum(e["seconds"] for e in epochs[1:])
+    assert manifest["samples_per_second"] == round(9 * 64 / later)
+    assert manifest["train_seconds"] >= 2.0 and manifest["samples_per_second"] > 3 * 64 * 12 / manifest["train_seconds"]
