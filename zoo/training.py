@@ -487,7 +487,7 @@ def train(
             **fit_kwargs,
         )
 
-    steps = int(keras.ops.convert_to_numpy(net.optimizer.iterations))
+    steps = int(keras.ops.convert_to_numpy(fit_model.optimizer.iterations))
     metrics = task.evaluate(net, data=data) if evaluate_at_end else {}
     export_weights(task, estimator, config, net, weights_path)
     samples_seen = steps * batch_size
