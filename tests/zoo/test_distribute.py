@@ -4,9 +4,11 @@ MultiWorkerMirroredStrategy with two local workers, and who writes the run's fil
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -117,7 +119,7 @@ def _free_ports(n):
     return ports
 
 
-def _two_workers(output, tmp, *argv):
+def _start_two_workers(output, tmp, *argv):
     ports = _free_ports(2)
     procs = []
     for index in range(2):
@@ -126,10 +128,15 @@ def _two_workers(output, tmp, *argv):
                "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp)}
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "dab_keras.zoo.cli", "train", "sorter", "--strategy", "multi_worker",
-             "--estimator", "straight_through", "--batch-size", "256", "--steps-per-epoch", "3",
+             "--estimator", "straight_through", "--batch-size", "256",
              "--output", str(output), "--quiet", *argv],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp,
         ))
+    return procs
+
+
+def _two_workers(output, tmp, *argv):
+    procs = _start_two_workers(output, tmp, *argv)
     outs = []
     try:
         for proc in procs:
@@ -142,23 +149,52 @@ def _two_workers(output, tmp, *argv):
     return outs
 
 
+def _logged_epochs(output):
+    try:
+        with open(output / "log.csv") as f:
+            return [row["epoch"] for row in csv.DictReader(f)]
+    except (FileNotFoundError, KeyError):
+        return []
+
+
 @pytest.mark.tensorflow_only
-def test_multi_worker_run_on_two_local_workers_writes_from_the_chief_and_resumes(tmp_path):
+def test_multi_worker_run_on_two_local_workers_writes_from_the_chief(tmp_path):
     output, tmp = tmp_path / "run", tmp_path / "tmp"
     tmp.mkdir()
-    chief, worker = _two_workers(output, tmp, "--epochs", "1")
+    chief, worker = _two_workers(output, tmp, "--epochs", "1", "--steps-per-epoch", "3")
     assert f"manifest: {output}" in chief and "not the chief" in worker and "manifest:" not in worker
     manifest = json.loads((output / "sorter-straight_through.json").read_text())
     assert manifest["strategy"] == "multi_worker" and manifest["steps"] == 3
     assert not any(tmp.iterdir())  # the non-chief's temporary folder is gone
 
+
+@pytest.mark.tensorflow_only
+def test_multi_worker_run_killed_after_an_epoch_resumes_on_both_workers(tmp_path):
+    output, tmp = tmp_path / "run", tmp_path / "tmp"
+    tmp.mkdir()
+    argv = ("--epochs", "3", "--steps-per-epoch", "60")
+    procs = _start_two_workers(output, tmp, *argv)
+    try:
+        deadline = time.monotonic() + 180
+        while not _logged_epochs(output) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        for proc in procs:
+            proc.kill()  # SIGKILL, as a lost machine would
+            proc.communicate()
+    done = _logged_epochs(output)
+    if not done or len(done) == 3:
+        pytest.skip(f"the workers were not stopped between epochs (logged epochs: {done})")
+    shutil.rmtree(tmp)  # what the killed non-chief left behind
+    tmp.mkdir()
     # Both workers continue from the chief's epoch (a non-chief starting over would leave the chief
     # waiting for it in the collective ops, and the run would time out).
-    chief, worker = _two_workers(output, tmp, "--epochs", "2", "--resume")
-    with open(output / "log.csv") as f:
-        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+    chief, worker = _two_workers(output, tmp, *argv, "--resume")
+    assert _logged_epochs(output)[-1] == "2"
     metrics = [line for line in chief.splitlines() if line.startswith("per_position_accuracy")]
     assert metrics and metrics == [line for line in worker.splitlines() if line.startswith("per_position")]
+    manifest = json.loads((output / "sorter-straight_through.json").read_text())
+    assert manifest["steps"] == 180
     assert not any(tmp.iterdir())
 
 
