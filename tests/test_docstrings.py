@@ -55,6 +55,8 @@ ZOO_MODULES = [
     "dab_keras.zoo.codes",
     "dab_keras.zoo.metrics",
     "dab_keras.zoo.cli",
+    "dab_keras.zoo.distribute",
+    "dab_keras.zoo.device_data",
 ]
 #: Zoo modules without public API of their own: the demo behind `dab-zoo demo` (`main` only).
 ZOO_INTERNAL = ["dab_keras.zoo.demo"]
@@ -65,6 +67,8 @@ FENCED_EXAMPLES = {
     "dab_keras.zoo.training.evaluate": "runs the full test set (100,000 sequences or MNIST from tfds)",
     "dab_keras.zoo.binarized_mnist.binarized_test_sets": "reads the full MNIST test split (TensorFlow Datasets)",
     "dab_keras.zoo.registry.register": "changes the process-wide registry of models",
+    "dab_keras.zoo.device_data.sorting_batch": "JAX only, and the suite's main backend is TensorFlow",
+    "dab_keras.zoo.device_data.DeviceSortingTrainer": "JAX only, and the suite's main backend is TensorFlow",
 }
 
 #: Methods without a body (protocol members, hooks) that return nothing, so need no `Returns:`.

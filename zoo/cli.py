@@ -99,8 +99,10 @@ def build_parser():
     jit.add_argument("--no-jit", dest="jit", action="store_false", help="do not XLA-compile training")
     p.add_argument(
         "--strategy",
-        choices=("mirrored",),
-        help="tf.distribute strategy: 'mirrored' replicates over the visible GPUs (or --cpu-devices)",
+        choices=("data_parallel", "mirrored", "multi_worker"),
+        help="devices to train on: 'data_parallel' (JAX: keras.distribution over all devices, the default "
+        "when several are visible), 'mirrored' (TensorFlow: the visible GPUs, or --cpu-devices), "
+        "'multi_worker' (TensorFlow: the machines in TF_CONFIG); see the docs' 'Many devices and machines'",
     )
     p.add_argument(
         "--cpu-devices",
@@ -188,7 +190,9 @@ def _cmd_train(args, argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices
         )
     from dab_keras import zoo
+    from dab_keras.zoo import distribute
 
+    distribute.initialize_cluster()  # a multi-process JAX run (KERAS_DISTRIBUTION_* variables)
     result = zoo.train(
         args.model,
         estimator=args.estimator,
@@ -208,9 +212,12 @@ def _cmd_train(args, argv):
         command=" ".join(["dab-zoo", *argv]),
         tensorboard=args.tensorboard,
     )
-    if result["complete"]:
-        print(f"The run in {result['weights'].parent} is complete; nothing was trained or changed.")
-    print(f"weights: {result['weights']}\nmanifest: {result['manifest']}")
+    if result["weights"] is None:
+        print("this worker is not the chief: the chief writes the weights and manifest")
+    else:
+        if result["complete"]:
+            print(f"The run in {result['weights'].parent} is complete; nothing was trained or changed.")
+        print(f"weights: {result['weights']}\nmanifest: {result['manifest']}")
     for k, v in result["metrics"].items():
         print(f"{k}: {_fmt(v)}")
 

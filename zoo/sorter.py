@@ -265,7 +265,11 @@ def tf_sorting_dataset(batch_size, length, seed=0, initial_step=0):
         x = tf.random.stateless_uniform((batch_size, length), seed=tf.stack([tf.cast(seed, tf.int64), n]))
         return x, tf.argsort(x, axis=-1, stable=True)
 
-    return tf.data.Dataset.counter(initial_step).map(batch).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Under MultiWorkerMirroredStrategy each worker takes its share of every batch (there are no files
+    # to shard by).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return tf.data.Dataset.counter(initial_step).map(batch).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 class SorterTask(zoo_task.Task):
@@ -300,10 +304,15 @@ class SorterTask(zoo_task.Task):
         return Sorter(estimator=estimator, weights=weights, **config)
 
     def train_data(self, batch_size, seed, data=None, initial_epoch=0, length=10, steps_per_epoch=None):
-        """Returns endless fresh sequences: `tf_sorting_dataset` on TensorFlow, else `SortingSequences`.
+        """Returns endless fresh sequences: drawn on the device on JAX, else a prefetched `tf.data` stream.
+
+        - JAX: `device_data.DeviceSortingTrainer` draws step t's batch from the key `(seed, t)` inside the
+          compiled train step (`TrainData.trainer`); `fit` only passes empty placeholders.
+        - TensorFlow: `tf_sorting_dataset`, starting after the batches a resumed run has seen.
+        - Other backends: `SortingSequences` (NumPy).
 
         Args:
-            batch_size: Sequences per batch.
+            batch_size: Sequences per batch (global, over all devices and processes).
             seed: Seed of the sequences.
             data: Ignored (the sorter needs no data set). Defaults to `None`.
             initial_epoch: Epoch a resumed run starts at (the stream starts at step
@@ -315,7 +324,22 @@ class SorterTask(zoo_task.Task):
             A synthetic `TrainData` with epochs of `steps_per_epoch` steps.
         """
         steps = self.steps_per_epoch if steps_per_epoch is None else int(steps_per_epoch)
-        if keras.backend.backend() == "tensorflow":
+        trainer = None
+        backend = keras.backend.backend()
+        if backend == "jax":
+            import jax
+
+            from dab_keras.zoo import device_data
+
+            # Each process feeds its share of the (empty) batch; the step draws the global batch.
+            x = device_data.Placeholders(batch_size // jax.process_count(), steps)
+
+            def trainer(model):
+                return device_data.DeviceSortingTrainer(
+                    model.inputs, model.outputs, batch_size=batch_size, seed=seed, name=model.name
+                )
+
+        elif backend == "tensorflow":
             x = tf_sorting_dataset(batch_size, length, seed, initial_step=initial_epoch * steps)
         else:
             x = SortingSequences(batch_size, length, steps, seed=seed, initial_epoch=initial_epoch)
@@ -325,6 +349,7 @@ class SorterTask(zoo_task.Task):
             synthetic=True,
             epoch_size=steps * batch_size,
             description=f"fresh sequences of {length} floats from U(0, 1) every step, seed {seed}",
+            trainer=trainer,
         )
 
     def data_kwargs(self, config):

@@ -29,6 +29,9 @@ class TrainData:
         epoch_size: Number of training examples in one epoch. Defaults to `0`.
         validation: `validation_data` of `fit`, or `None`. Defaults to `None`.
         description: Text that describes the data in manifests. Defaults to `""`.
+        trainer: A function of the built model that returns the model `fit` trains instead (sharing
+            its weights), e.g. one that draws its batches on the device; `None` fits the model itself.
+            Defaults to `None`.
 
     Examples:
         >>> import numpy as np
@@ -49,6 +52,8 @@ class TrainData:
     validation: object = None
     #: Text that describes the data in manifests.
     description: str = ""
+    #: Function of the built model returning the model to `fit` instead (same weights), or `None`.
+    trainer: object = None
 
 
 class Task:

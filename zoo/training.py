@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 
 from dab_keras.zoo import data as zoo_data
-from dab_keras.zoo import registry
+from dab_keras.zoo import distribute, registry
 from dab_keras.zoo import task as zoo_task
 from dab_keras.zoo import weights as zoo_weights
 
@@ -52,17 +52,6 @@ def default_jit_compile():
     except Exception:  # pragma: no cover - a backend without devices
         return False
     return False
-
-
-def _strategy_scope(strategy):
-    # `strategy` was checked by `check_arguments`.
-    if strategy is None:
-        return None
-    if hasattr(strategy, "scope") and hasattr(strategy, "num_replicas_in_sync"):
-        return strategy  # a tf.distribute.Strategy, e.g. MultiWorkerMirroredStrategy
-    import tensorflow as tf
-
-    return tf.distribute.MirroredStrategy()
 
 
 def plan(task, batch_size, samples=None, epochs=None, epoch_size=None, steps_per_epoch=None, synthetic=False):
@@ -169,16 +158,21 @@ def _whole_number(name, value, minimum):
 
 
 def _check_strategy(strategy):
-    if strategy is None or (hasattr(strategy, "scope") and hasattr(strategy, "num_replicas_in_sync")):
+    # The name and its backend; `distribute.resolve` (called by `train`) creates the placement.
+    if strategy is None or not isinstance(strategy, str):
         return strategy
-    if strategy != "mirrored":
+    if strategy not in distribute.STRATEGIES:
         raise ValueError(
-            f"`strategy` must be None, 'mirrored' or a tf.distribute.Strategy. Received: strategy={strategy!r}"
+            f"`strategy` must be None, one of {list(distribute.STRATEGIES)}, a tf.distribute.Strategy or a "
+            f"keras.distribution DataParallel. Received: strategy={strategy!r}"
         )
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    needs = "jax" if strategy == "data_parallel" else "tensorflow"
+    if backend != needs:
+        other = "'mirrored' or 'multi_worker'" if needs == "jax" else "'data_parallel' (or no strategy)"
         raise ValueError(
-            "strategy='mirrored' uses tf.distribute and needs KERAS_BACKEND=tensorflow "
-            f"(the backend is {keras.backend.backend()!r}); on JAX use keras.distribution instead."
+            f"strategy={strategy!r} needs KERAS_BACKEND={needs} (the backend is {backend!r}); "
+            f"on {backend} use {other}."
         )
     return strategy
 
@@ -326,10 +320,12 @@ def train(
             (0, `MAX_LEARNING_RATE`]. Defaults to the recipe's.
         jit_compile: XLA compilation. Defaults to the recipe's preference (`Task.jit_compile`; not
             with a `strategy`), else `True` on JAX or with a GPU and `False` for TensorFlow on a CPU.
-        strategy: `None`, `"mirrored"` (`tf.distribute.MirroredStrategy` over the visible devices) or a
-            `tf.distribute.Strategy` instance; TensorFlow backend. For several machines, run the same
-            script on each with its `TF_CONFIG` set and pass
-            `tf.distribute.MultiWorkerMirroredStrategy()` (created first thing in the script).
+        strategy: Where to train (`dab_keras.zoo.distribute.resolve`): `None` (one device; on JAX,
+            `keras.distribution.DataParallel` over all devices when several are visible),
+            `"data_parallel"` (JAX), `"mirrored"` (TensorFlow, the visible devices), `"multi_worker"`
+            (TensorFlow, `MultiWorkerMirroredStrategy` from `TF_CONFIG`), or a `tf.distribute.Strategy`
+            or a `keras.distribution` instance (e.g. `DataParallel(...)`). Only the chief process writes into
+            `output_dir`; the others write to temporary folders and return `None` paths.
         seed: Seed of initialization and data.
         output_dir: Folder of the run. Defaults to `dab_zoo_runs/<model>-<estimator>`.
         resume: Continue the run saved in `output_dir` (same arguments) instead of starting over.
@@ -381,12 +377,14 @@ def train(
     estimator, batch_size, learning_rate = args["estimator"], args["batch_size"], args["learning_rate"]
     seed, data, config, steps_per_epoch = args["seed"], args["data"], args["config"], args["steps_per_epoch"]
     jit_compile = args["jit_compile"]
+    placement = distribute.resolve(strategy, batch_size)  # before any other TensorFlow operation
     if jit_compile is None:
         # Under a tf.distribute strategy only the device default applies: XLA over logical CPU devices
         # fails in TensorFlow ("variable on a different device").
-        use_recipe = task.jit_compile is not None and strategy is None
+        use_recipe = task.jit_compile is not None and placement.strategy is None
         jit_compile = task.jit_compile if use_recipe else default_jit_compile()
     output_dir = Path(output_dir or Path("dab_zoo_runs") / f"{task.name}-{estimator}")
+    output_dir = placement.output_dir(output_dir, resume)  # a temporary folder on non-chief workers
     backup_dir = output_dir / "backup"
     run_path = output_dir / _RUN_FILE
     if not resume and backup_dir.exists() and any(backup_dir.iterdir()):
@@ -402,6 +400,7 @@ def train(
     if steps_per_epoch is not None and _accepts(task.train_data, "steps_per_epoch"):
         data_kwargs["steps_per_epoch"] = steps_per_epoch  # so a resumed stream starts at the right step
     train_data = task.train_data(batch_size, seed, data=data, initial_epoch=initial_epoch, **data_kwargs)
+    placement.check_data(train_data, task.name)
     if steps_per_epoch is not None:
         if not train_data.synthetic:
             raise ValueError(f"`steps_per_epoch` applies to synthetic data only; {task.name} trains on a data set.")
@@ -448,13 +447,14 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_path, record)
 
-    scope = _strategy_scope(strategy)
-    with scope.scope() if scope is not None else _nullcontext():
+    with placement.scope():
         net = task.build(estimator, weights=None, **config)
+        fit_model = train_data.trainer(net) if train_data.trainer is not None else net
         optimizer = keras.optimizers.Adam(
             zoo_task.cosine_schedule(learning_rate, total_steps, task.warmup_steps)
         )
-        task.compile(net, optimizer, jit_compile, steps_per_execution)
+        steps_per_execution = placement.steps_per_execution(steps_per_execution or task.steps_per_execution)
+        task.compile(fit_model, optimizer, jit_compile, steps_per_execution)
 
     # Order matters: the loss check runs first (a NaN epoch is never saved), the scalars, the recipe's and
     # the user's callbacks fill the logs before the writers read them.
@@ -475,18 +475,19 @@ def train(
     if train_data.steps_per_epoch is not None:
         fit_kwargs["steps_per_epoch"] = train_data.steps_per_epoch
     fit_kwargs["shuffle"] = train_data.y is not None  # datasets and PyDatasets bring their own order
-    history = net.fit(
-        train_data.x,
-        train_data.y,
-        batch_size=None if train_data.y is None else batch_size,
-        epochs=n_epochs,
-        callbacks=fit_callbacks,
-        validation_data=train_data.validation,
-        verbose=verbose,
-        **fit_kwargs,
-    )
+    with placement.scope():
+        history = fit_model.fit(
+            train_data.x,
+            train_data.y,
+            batch_size=None if train_data.y is None else batch_size,
+            epochs=n_epochs,
+            callbacks=fit_callbacks,
+            validation_data=train_data.validation,
+            verbose=verbose,
+            **fit_kwargs,
+        )
 
-    steps = int(keras.ops.convert_to_numpy(net.optimizer.iterations))
+    steps = int(keras.ops.convert_to_numpy(fit_model.optimizer.iterations))
     metrics = task.evaluate(net, data=data) if evaluate_at_end else {}
     export_weights(task, estimator, config, net, weights_path)
     samples_seen = steps * batch_size
@@ -510,13 +511,15 @@ def train(
         samples_per_second=steady_speed(record["epochs"], batch_size),
         backend=keras.backend.backend(),
         jit_compile=bool(jit_compile),
-        strategy=_strategy_name(strategy),
+        strategy=placement.name,
         keras_version=keras.__version__,
         machine=platform.machine(),
         date=datetime.date.today().isoformat(),
     )
     record["complete"] = True
     _write_json(run_path, record)
+    if not placement.finish(output_dir):  # a non-chief worker's files were temporary
+        weights_path = manifest = None
     return {
         "model": net, "history": history, "metrics": metrics, "weights": weights_path, "manifest": manifest,
         "complete": False,
@@ -712,14 +715,6 @@ def _model_config(task, net, config):
     out = {k: params[k].default for k in keys}
     out.update({k: v for k, v in config.items() if k in out})
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0, **config):
