@@ -73,7 +73,7 @@ FENCED_EXAMPLES = {
 
 #: Methods without a body (protocol members, hooks) that return nothing, so need no `Returns:`.
 ABSTRACT_PROCEDURES = {
-    "dab_keras.estimators.Bridgeable.add_approximation_loss",
+    "dab_keras.estimators.Bridgeable.add_loss",
     "dab_keras.layers.DiscreteLayer.build_op",
 }
 

@@ -5,6 +5,10 @@
   relaxed gradient).
 - `DAB` (`"dab"`): hard forward, backward through a learned approximator network.
 
+Each estimator creates the state it needs for each layer that uses it (`Estimator.build` returns an
+`EstimatorState`: temperature, approximator, running sums), which the layer tracks as
+`layer.estimator_state`.
+
 `get` turns a name, a config dict or an instance into an estimator; `serialize`/`deserialize` go the other
 way, as `keras.quantizers` does.
 """
@@ -12,8 +16,9 @@ way, as `keras.quantizers` does.
 import keras
 
 from dab_keras.estimators.base import Bridgeable, Estimator, bridge
-from dab_keras.estimators.dab import DAB
+from dab_keras.estimators.dab import DAB, DABState
 from dab_keras.estimators.relaxed import Relaxed
+from dab_keras.estimators.state import EstimatorState, RunningSums, SumsMetric
 from dab_keras.estimators.straight_through import StraightThrough
 
 ALIASES = {
@@ -104,7 +109,11 @@ __all__ = [
     "ALIASES",
     "DAB",
     "Bridgeable",
+    "DABState",
     "Estimator",
+    "EstimatorState",
+    "RunningSums",
+    "SumsMetric",
     "Relaxed",
     "StraightThrough",
     "deserialize",

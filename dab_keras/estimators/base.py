@@ -2,8 +2,10 @@
 
 import typing
 
-import keras
+import keras  # noqa: F401  (used by the doctests)
 from keras import ops
+
+from dab_keras.estimators.state import EstimatorState
 
 
 def bridge(hard, surrogate):
@@ -50,14 +52,10 @@ def bridge(hard, surrogate):
 class Bridgeable(typing.Protocol):
     """What an estimator needs from the layer that owns the op (implemented by `dab_keras.layers`).
 
-    Estimators are stateless configuration; everything with state (temperature variable, approximator
-    network, seed, losses) belongs to the layer and is reached through these members. Every
-    `dab_keras.layers.DiscreteLayer` implements it; any object with these members works (a static
-    protocol: `isinstance` checks are not supported).
-
-    Attributes:
-        approximator: The DAB approximator network (a Keras layer, built), or `None` when the estimator
-            is not `DAB`.
+    Estimators are configuration; the state they need for a layer (temperature variable, approximator
+    network, running sums) is created by `Estimator.build` and handed back to every call, and losses go
+    through the layer's `add_loss`. Every `dab_keras.layers.DiscreteLayer` implements this; any object
+    with these members works (a static protocol: `isinstance` checks are not supported).
 
     Examples:
         A minimal bridgeable op, the sign with its tanh relaxation, driven by estimators directly:
@@ -65,30 +63,29 @@ class Bridgeable(typing.Protocol):
         >>> import numpy as np
         >>> import dab_keras
         >>> class TanhSign:
-        ...     approximator = None
         ...     def relax(self, x, temperature):
         ...         return dab_keras.ops.soft_sign(x, temperature)
         ...     def identity_surrogate(self, x):
         ...         return x
-        ...     def add_approximation_loss(self, loss, error):
-        ...         pass
         >>> x = keras.ops.convert_to_tensor([-0.5, 2.0])
         >>> hard = dab_keras.ops.sign(x)
-        >>> np.asarray(dab_keras.estimators.StraightThrough()(TanhSign(), x, hard, 1.0)).tolist()
+        >>> state = dab_keras.estimators.EstimatorState(temperature=1.0)
+        >>> np.asarray(dab_keras.estimators.StraightThrough()(TanhSign(), x, hard, state)).tolist()
         [-1.0, 1.0]
-        >>> soft = dab_keras.estimators.Relaxed()(TanhSign(), x, hard, 1.0)
+        >>> soft = dab_keras.estimators.Relaxed()(TanhSign(), x, hard, state)
         >>> np.round(np.asarray(soft), 3).tolist()
         [-0.462, 0.964]
     """
 
-    approximator: keras.layers.Layer | None
+    name: str
+    dtype_policy: typing.Any
 
     def relax(self, x, temperature):
         """The op's continuous relaxation of the hard output, computed from `x`.
 
         Args:
             x: The op's input (float32 or float64, op axis last).
-            temperature: τ > 0, the layer's temperature variable (or a float).
+            temperature: τ > 0, a float32 scalar (variable or tensor) or a float.
 
         Returns:
             A differentiable tensor shaped like the hard output.
@@ -105,31 +102,48 @@ class Bridgeable(typing.Protocol):
             `VectorQuantize`), else `None`: no identity surrogate (for one-hots, masks, permutations).
         """
 
-    def add_approximation_loss(self, loss, error):
-        """Adds the DAB loss `loss` to the layer's losses and records the approximation `error`.
+    def default_approximator(self, shape):
+        """A new, unbuilt DAB approximator for op inputs of `shape` (op axis last).
 
         Args:
-            loss: Scalar tensor, γ times `error`, added with `add_loss` (it trains the approximator).
-            error: Scalar tensor, the batch's mean per-example squared approximation error, recorded
-                for the metric `<layer name>_approximation_error`.
+            shape: The op input's shape with the op's axis last, batch axis first (`None`).
+
+        Returns:
+            A Keras layer mapping such inputs to tensors shaped like the hard output.
+        """
+
+    def add_loss(self, loss):
+        """Adds a scalar loss to the model's total loss (`keras.layers.Layer.add_loss`).
+
+        Args:
+            loss: A scalar tensor.
         """
 
 
 class Estimator:
-    """Base class of gradient estimators: a rule for the training-time forward and backward.
+    r"""Base class of gradient estimators: a rule for the training-time forward and backward.
 
-    An estimator is called by a layer in training with the op's input `x` (float32, op axis last),
-    the hard output `hard = h(x)`, and the layer's temperature variable; it returns the tensor the layer
-    outputs. At inference every estimator gives `hard` (the layer does not call it).
+    The protocol has two steps:
 
-    Subclasses set `name` (the string alias) and implement `__call__` and `get_config`; set
-    `temperature` to a float to make the layer create its temperature variable. Register a subclass
-    with `keras.saving.register_keras_serializable` to save layers that use it.
+    1. `build(layer, op_shape)`, run once by each op layer when it builds, creates the state the
+       estimator needs *for that layer* and returns it as a `dab_keras.estimators.EstimatorState` (a
+       Keras layer). The op layer tracks it as `layer.estimator_state`, so its weights train and save
+       with the layer. One estimator object (or one string alias) given to several layers gives each
+       layer its own state: estimators hold configuration only.
+    2. `__call__(op, x, hard, state)`, run by the op layer in training with the op's input `x`
+       (float32, op axis last), the hard output `hard = h(x)` and the layer's state, returns the tensor
+       the layer outputs. At inference the layer outputs `hard` for every estimator and calls
+       `observe(op, x, hard, state)`, which may update metrics (DAB's approximation error).
+
+    The base `build` gives a state with a non-trainable `temperature` variable when `self.temperature`
+    is a float (annealed by `dab_keras.callbacks.TemperatureSchedule`), none otherwise. Subclasses set
+    `name` (the string alias) and implement `__call__` and `get_config`. Register a subclass with
+    `keras.saving.register_keras_serializable` to save layers that use it.
 
     Attributes:
         name: The estimator's string alias (`"straight_through"`, `"relaxed"`, `"dab"`), or `None`.
-        temperature: Initial τ of the layer's temperature variable, or `None` for an estimator that
-            needs none (the layer then has `temperature=None`).
+        temperature: Initial τ of the state's temperature variable, or `None` for an estimator that
+            needs none.
 
     Examples:
         A custom estimator: hard forward, identity gradient (`StraightThrough(surrogate="identity")`):
@@ -138,7 +152,7 @@ class Estimator:
         >>> import dab_keras
         >>> class Identity(Estimator):
         ...     name = "identity"
-        ...     def __call__(self, op, x, hard, temperature):
+        ...     def __call__(self, op, x, hard, state):
         ...         return bridge(hard, op.identity_surrogate(x))
         ...     def get_config(self):
         ...         return {}
@@ -147,26 +161,76 @@ class Estimator:
         [[-1.0, 1.0]]
         >>> Identity()
         Identity()
+
+        A stateful one, a relaxation with a *learned* temperature $\tau = e^{s}$: `build` gives each
+        layer its own trainable `log_temperature`, which then trains and saves with the layer:
+
+        >>> @keras.saving.register_keras_serializable(package="docs")
+        ... class LearnedTemperature(Estimator):
+        ...     name = "learned_temperature"
+        ...     def __init__(self, initial=1.0):
+        ...         self.initial = float(initial)
+        ...     def build(self, layer, op_shape):
+        ...         state = dab_keras.estimators.EstimatorState(name="estimator_state")
+        ...         state.log_temperature = state.add_weight(
+        ...             shape=(), initializer=keras.initializers.Constant(np.log(self.initial)),
+        ...             name="log_temperature")
+        ...         return state
+        ...     def __call__(self, op, x, hard, state):
+        ...         return bridge(hard, op.relax(x, keras.ops.exp(state.log_temperature)))
+        ...     def get_config(self):
+        ...         return {"initial": self.initial}
+        >>> layer = dab_keras.layers.ArgMax(estimator=LearnedTemperature(0.5))
+        >>> x = keras.ops.convert_to_tensor([[0.1, 0.7, 0.2]])
+        >>> np.asarray(layer(x, training=True)).tolist()
+        [[0.0, 1.0, 0.0]]
+        >>> [w.name for w in layer.trainable_weights]
+        ['log_temperature']
     """
 
     name = None
     temperature = None
 
-    def __call__(self, op: Bridgeable, x, hard, temperature):
+    def build(self, layer, op_shape):
+        """Creates the state this estimator needs for `layer` (called by the layer's `build`).
+
+        Args:
+            layer: The op layer (a `Bridgeable`, e.g. a `dab_keras.layers.DiscreteLayer`), built up to
+                its own weights.
+            op_shape: The op input's shape with the op's axis last, batch axis first.
+
+        Returns:
+            A new `dab_keras.estimators.EstimatorState` (name it `"estimator_state"`), with a
+            `temperature` variable when `self.temperature` is not `None`.
+        """
+        del op_shape
+        return EstimatorState(temperature=self.temperature, dtype=layer.dtype_policy, name="estimator_state")
+
+    def __call__(self, op: Bridgeable, x, hard, state):
         """Returns the layer's training output: `hard` in value (or a relaxation), with a gradient rule.
 
         Args:
-            op: The layer that owns the op (a `Bridgeable`): its relaxation, identity surrogate,
-                approximator and loss hook.
+            op: The layer that owns the op (a `Bridgeable`): its relaxation, identity surrogate and
+                `add_loss`.
             x: The op's input (float32 or float64, op axis last), after any perturbation (Gumbel noise).
             hard: The hard output `h(x)`.
-            temperature: The layer's non-trainable temperature variable, or `None` when `self.temperature`
-                is `None`.
+            state: The `EstimatorState` that `build` made for this layer.
 
         Returns:
             A tensor shaped like `hard`: the layer's output in training.
         """
         raise NotImplementedError
+
+    def observe(self, op: Bridgeable, x, hard, state):
+        """Runs at inference, where the layer outputs `hard`: a hook to update metrics (nothing here).
+
+        Args:
+            op: The layer that owns the op.
+            x: The op's input (op axis last), after any perturbation.
+            hard: The hard output `h(x)`, which the layer returns.
+            state: The `EstimatorState` that `build` made for this layer.
+        """
+        del op, x, hard, state
 
     def get_config(self):
         """The constructor arguments of this estimator.

@@ -55,8 +55,8 @@ class Relaxed(Estimator):
             raise ValueError(f"`hard` must be a bool. Received: hard={hard!r}")
         self.hard = hard
 
-    def __call__(self, op, x, hard, temperature):
-        soft = op.relax(x, temperature)
+    def __call__(self, op, x, hard, state):
+        soft = op.relax(x, state.temperature)
         return bridge(hard, soft) if self.hard else soft
 
     def get_config(self):

@@ -59,7 +59,7 @@ class StraightThrough(Estimator):
         self.surrogate = _validation.check_one_of("surrogate", surrogate, SURROGATES)
         self.temperature = _validation.check_positive_float("temperature", temperature)
 
-    def __call__(self, op, x, hard, temperature):
+    def __call__(self, op, x, hard, state):
         s = None if self.surrogate == "relaxation" else op.identity_surrogate(x)
         if s is None:
             if self.surrogate == "identity":
@@ -73,7 +73,7 @@ class StraightThrough(Estimator):
                     "`clip_value` applies to the identity surrogate only, which "
                     f"{type(op).__name__} does not have. Received: clip_value={self.clip_value}"
                 )
-            s = op.relax(x, temperature)
+            s = op.relax(x, state.temperature)
         elif self.clip_value is not None:
             s = ops.where(ops.abs(x) <= self.clip_value, s, ops.stop_gradient(s))
         return bridge(hard, s)

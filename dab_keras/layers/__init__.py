@@ -11,7 +11,7 @@
 | `DAB(hard_fn, approximator, gamma)` | any function you pass, bridged by DAB |
 """
 
-from dab_keras.layers.approximators import ApproximationError, AxisMLP, ElementwiseMLP
+from dab_keras.layers.approximators import AxisMLP, ElementwiseMLP
 from dab_keras.layers.base import DiscreteLayer
 from dab_keras.layers.binary import Sign
 from dab_keras.layers.dab import DAB
@@ -22,7 +22,6 @@ from dab_keras.layers.vq import VectorQuantize
 
 __all__ = [
     "DAB",
-    "ApproximationError",
     "ArgMax",
     "AxisMLP",
     "DiscreteLayer",

@@ -1,4 +1,4 @@
-"""Default DAB approximator networks (small tanh MLPs) and the metric that reports their error."""
+"""Default DAB approximator networks: small tanh MLPs."""
 
 import math
 
@@ -129,61 +129,3 @@ class AxisMLP(_MLP):
 
     def get_config(self):
         return {**super().get_config(), "output_shape": list(self.target_shape)}
-
-
-class ApproximationError(keras.metrics.Metric):
-    """Mean over training steps of a DAB layer's per-example squared approximator error.
-
-    It reads running sums the layer keeps in its own non-trainable variables (updated in the training
-    forward pass), so it works on every backend. On JAX, Keras keeps the layer state outside the variables
-    during an epoch, so the progress bar shows 0 until the epoch ends; epoch logs (History, CSVLogger)
-    hold the epoch's value. `evaluate` resets it and reports 0 because the
-    approximator does not run at inference.
-
-    Every `DiscreteLayer` with `estimator="dab"` creates one as its `approximation_error` attribute; it
-    is not meant to be built by hand. `update_state` does nothing (the layer updates the sums),
-    `result()` is `total / max(count, 1)` and `reset_state()` zeroes both sums.
-
-    Args:
-        total: The layer's float32 scalar variable holding the sum of the per-step errors.
-        count: The layer's float32 scalar variable holding the number of steps summed.
-        name: Metric name (the layer's is `<layer name>_approximation_error`).
-
-    Examples:
-        >>> import numpy as np
-        >>> import dab_keras
-        >>> layer = dab_keras.layers.Sign(estimator="dab", name="code")
-        >>> metric = layer.approximation_error
-        >>> metric.name, float(metric.result())
-        ('code_approximation_error', 0.0)
-        >>> _ = layer(np.array([[-1.0, 0.5]]), training=True)  # one training step: count 1
-        >>> bool(float(metric.result()) > 0.0)
-        True
-    """
-
-    def __init__(self, total, count, name):
-        super().__init__(name=name)
-        # Held in a plain object so the metric does not track the layer's variables as its own.
-        self._sums = _Sums(total, count)
-
-    def update_state(self, *args, **kwargs):
-        pass
-
-    def result(self):
-        try:
-            total, count = self._sums.total.value, self._sums.count.value
-        except TypeError:
-            # The JAX trainer detaches model variables from their values during an epoch; the value is
-            # read again after the epoch-end state sync.
-            return ops.zeros((), "float32")
-        return total / ops.maximum(count, 1.0)
-
-    def reset_state(self):
-        self._sums.total.assign(0.0)
-        self._sums.count.assign(0.0)
-
-
-class _Sums:
-    def __init__(self, total, count):
-        self.total = total
-        self.count = count

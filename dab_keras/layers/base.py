@@ -1,12 +1,17 @@
 """`DiscreteLayer`: the Keras state shared by every op layer (estimator, temperature, approximator)."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
 from dab_keras import _validation
 from dab_keras import estimators as estimators_lib
-from dab_keras.layers.approximators import ApproximationError
+
+# Sublayers that `DiscreteLayer.save_own_variables` saves itself (under estimator-tagged keys) or that
+# hold no weights, hidden from Keras's walk of saveable attributes.
+_SAVED_BY_LAYER = ("estimator_state", "approximator", "metric_sums")
 
 
 class DiscreteLayer(keras.layers.Layer):
@@ -21,12 +26,16 @@ class DiscreteLayer(keras.layers.Layer):
     At inference (`training` false or unset) the layer returns the hard output for every estimator. In
     training it returns `estimator(self, x, hard, temperature)`.
 
-    State the base class owns:
+    State: the estimator creates what it needs for this layer in `build`
+    (`estimator.build(layer, op_shape)`, see `dab_keras.estimators.Estimator`), tracked as the sublayer
+    `estimator_state`; `temperature` and `approximator` read it (`None` when the estimator has none).
+    `TemperatureSchedule` anneals `temperature`. The layer's `metrics` include the state's (DAB's
+    `approximation_error` and `dab_loss`).
 
-    - `temperature`: non-trainable float32 scalar variable, present when the estimator has a temperature
-      (`Relaxed`, `StraightThrough`); anneal it with `dab_keras.callbacks.TemperatureSchedule`.
-    - `approximator`: the DAB approximator network (with `estimator="dab"`), built in `build`.
-    - the metric `<name>_approximation_error` (with `estimator="dab"`).
+    Weight files are portable across estimators: the layer saves its own weights (e.g. a codebook)
+    under Keras's usual keys and its estimator state under keys tagged with the estimator's class. Loading
+    weights saved with another estimator (`load_weights`, `.weights.h5` or `.keras`) loads the layer's
+    own weights, skips the other estimator's state, starts this one's fresh and says so in one warning.
 
     Args:
         estimator: `"straight_through"` (alias `"ste"`), `"relaxed"`, `"dab"`, or a
@@ -34,8 +43,9 @@ class DiscreteLayer(keras.layers.Layer):
         **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Raises:
-        ValueError: for an unknown `estimator`; when built, for inputs of rank < 2, an `axis` out of
-            range or equal to the batch axis, or an unknown size along `axis`.
+        ValueError: for an unknown `estimator`; when built, for inputs of rank < `min_rank` (1 for
+            element-wise ops, else 2), an `axis` out of range or equal to the batch axis, or an unknown
+            size along `axis`.
         TypeError: when called on non-floating-point inputs.
 
     Examples:
@@ -53,34 +63,51 @@ class DiscreteLayer(keras.layers.Layer):
         ...         return x
         >>> np.asarray(Round()(np.array([[0.4, 1.6]]))).tolist()
         [[0.0, 2.0]]
-        >>> Round(estimator="relaxed").temperature is not None  # relaxed: a temperature variable
-        True
+        >>> layer = Round(estimator="relaxed")
+        >>> _ = layer(np.array([[0.4, 1.6]]))
+        >>> float(layer.temperature)  # relaxed: a temperature variable in the estimator state
+        1.0
     """
 
     axis = None
+    min_rank = 2  # 1 for element-wise ops, which accept (batch,) inputs
     differentiable = True  # False for outputs no estimator can carry a gradient through (indices)
 
     def __init__(self, estimator="straight_through", **kwargs):
         super().__init__(**kwargs)
         self.estimator = estimators_lib.get(estimator)
-        self.temperature = None
-        if self.estimator.temperature is not None:
-            self.temperature = self.add_weight(
-                shape=(),
-                initializer=keras.initializers.Constant(self.estimator.temperature),
-                trainable=False,
-                dtype="float32",
-                name="temperature",
-            )
-        self.approximator = None
-        if isinstance(self.estimator, estimators_lib.DAB):
-            self.approximator = self.estimator.approximator
-            total = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="float32",
-                                    name="approximation_error_total")
-            count = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="float32",
-                                    name="approximation_error_count")
-            self.approximation_error = ApproximationError(total, count, name=f"{self.name}_approximation_error")
-            self._error_sums = (total, count)
+        self.estimator_state = None
+
+    @property
+    def temperature(self):
+        """The estimator state's non-trainable τ variable, or `None` (no such state, or not built)."""
+        return getattr(self.estimator_state, "temperature", None)
+
+    @property
+    def approximator(self):
+        """The estimator state's approximator network (DAB), or `None`."""
+        return getattr(self.estimator_state, "approximator", None)
+
+    @property
+    def metrics(self):
+        """Keras's layer metrics plus `reported_metrics()` (reported once, by this layer).
+
+        Returns:
+            A list of `keras.metrics.Metric`.
+        """
+        return [*super().metrics, *self.reported_metrics()]
+
+    def reported_metrics(self):
+        """Metrics computed in the forward pass: the estimator state's and the op's own.
+
+        Returns:
+            A list of `keras.metrics.Metric` (they are also in `metrics`, hence in `fit` logs).
+        """
+        state = self.estimator_state
+        return [] if state is None else list(state.reported_metrics())
+
+    def __dir__(self):
+        return [name for name in super().__dir__() if name not in _SAVED_BY_LAYER]
 
     # ------------------------------------------------------------------ op interface (subclasses)
     def hard(self, x):
@@ -138,28 +165,14 @@ class DiscreteLayer(keras.layers.Layer):
         """
         raise NotImplementedError(f"{type(self).__name__} has no default approximator; pass one to DAB.")
 
-    def add_approximation_loss(self, loss, error):
-        """Adds the DAB loss with `add_loss` and accumulates `error` for `approximation_error`.
-
-        Called by the `DAB` estimator in training (the layer must use it: the error sums exist only then).
-
-        Args:
-            loss: Scalar tensor, γ times `error`.
-            error: Scalar tensor, the batch's mean per-example squared approximation error (added
-                without gradient to the running sum; the step count grows by 1).
-        """
-        self.add_loss(loss)
-        total, count = self._error_sums
-        total.assign_add(ops.cast(ops.stop_gradient(error), "float32"))
-        count.assign_add(1.0)
-
     # ------------------------------------------------------------------ Keras plumbing
     def _op_shape(self, input_shape):
         """Validates `input_shape` and returns it with the op's axis moved last."""
         input_shape = tuple(input_shape)
-        if len(input_shape) < 2:
+        if len(input_shape) < self.min_rank:
+            form = "(batch, ...)" if self.min_rank == 1 else "(batch, features...)"
             raise ValueError(
-                f"{type(self).__name__} expects inputs of rank >= 2 (batch, features...). "
+                f"{type(self).__name__} expects inputs of rank >= {self.min_rank} {form}. "
                 f"Received: input_shape={input_shape}"
             )
         if self.axis is None:
@@ -176,14 +189,17 @@ class DiscreteLayer(keras.layers.Layer):
     def build(self, input_shape):
         shape = self._op_shape(input_shape)
         self.build_op(shape)
-        if isinstance(self.estimator, estimators_lib.DAB) and self.differentiable:
-            if self.approximator is None:
-                self.approximator = self.default_approximator(shape)
-            if not self.approximator.built:
-                self.approximator.build(shape)
+        if self.differentiable:
+            state = self.estimator.build(self, shape)
+            if not isinstance(state, estimators_lib.EstimatorState):
+                raise TypeError(
+                    f"`{type(self.estimator).__name__}.build` must return a "
+                    f"dab_keras.estimators.EstimatorState. Received: {state!r}"
+                )
+            self.estimator_state = state
 
     def build_op(self, shape):
-        """Hook for op-specific checks and weights, run by `build` before the approximator is built.
+        """Hook for op-specific checks and weights, run by `build` before the estimator state is built.
 
         Args:
             shape: The input shape with the op's axis moved last.
@@ -253,11 +269,53 @@ class DiscreteLayer(keras.layers.Layer):
         """
         return x
 
+    def forward(self, x):
+        """The hard output and any by-product the op computes with it (`finish` receives both).
+
+        Args:
+            x: The op's input, op axis last, after `perturb`.
+
+        Returns:
+            `(hard(x), None)` in the base class.
+        """
+        return self.hard(x), None
+
+    def finish(self, outputs, x, hard, extra, training):
+        """Hook on the layer's output (extra outputs, op losses, op metrics); returns `outputs` here.
+
+        Args:
+            outputs: The layer's output in its layout and compute dtype.
+            x: The op's input, op axis last.
+            hard: The hard output.
+            extra: The by-product returned by `forward`.
+            training: Whether the layer runs in training.
+
+        Returns:
+            What the layer returns.
+        """
+        return outputs
+
     def call(self, inputs, training=None):
         x = self.perturb(self.op_inputs(inputs))
-        hard = self.hard(x)
-        out = self.estimator(self, x, hard, self.temperature) if training else hard
-        return self.op_outputs(out, len(inputs.shape))
+        hard, extra = self.forward(x)
+        outputs = self.op_outputs(self.bridge(x, hard, training), len(inputs.shape))
+        return self.finish(outputs, x, hard, extra, training)
+
+    def bridge(self, x, hard, training):
+        """The estimator's training output, or `hard` at inference (where the estimator may observe).
+
+        Args:
+            x: The op's input, op axis last, after `perturb`.
+            hard: The hard output `hard(x)`.
+            training: Whether the layer runs in training.
+
+        Returns:
+            A tensor shaped like `hard`.
+        """
+        if training:
+            return self.estimator(self, x, hard, self.estimator_state)
+        self.estimator.observe(self, x, hard, self.estimator_state)
+        return hard
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -292,3 +350,97 @@ class DiscreteLayer(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "estimator": self._estimator_config()}
+
+    # ------------------------------------------------------------------ weight files
+    def _state_tag(self):
+        return type(self.estimator).__name__
+
+    def _state_variables(self):
+        state = self.estimator_state
+        return [] if state is None else list(state.weights)
+
+    def save_own_variables(self, store):
+        """Saves the op's own weights as `"0"`, `"1"`, ... and the estimator state as `"<Estimator>.i"`.
+
+        Args:
+            store: Keras's weights store for this layer.
+        """
+        super().save_own_variables(store)
+        tag = self._state_tag()
+        for i, variable in enumerate(self._state_variables()):
+            store[f"{tag}.{i}"] = variable
+
+    def load_own_variables(self, store):
+        """Loads the op's own weights, and the estimator state when saved with the same estimator.
+
+        State saved by another estimator is skipped and this layer's starts fresh (its initial values),
+        with one warning naming the layer. Files written before the estimator state was tagged (the op's
+        weights, temperature and DAB error sums as `"0"`, `"1"`, ..., the approximator as a sublayer) load
+        too.
+
+        Args:
+            store: Keras's weights store for this layer.
+
+        Raises:
+            ValueError: if the number of the op's own weights differs from the file's.
+        """
+        keys = list(store.keys())
+        own = self._trainable_variables + self._non_trainable_variables
+        op_keys = [k for k in keys if k.isdigit()]
+        state_keys = [k for k in keys if not k.isdigit()]
+        if not state_keys and len(op_keys) > len(own):
+            self._load_untagged(store, len(op_keys))
+            return
+        if len(op_keys) != len(own):
+            raise ValueError(
+                f"Layer '{self.name}' expected {len(own)} variables, but received {len(op_keys)} "
+                "variables during loading."
+            )
+        for i, variable in enumerate(own):
+            variable.assign(store[str(i)])
+        mine = self._state_variables()
+        tag = self._state_tag()
+        expected = [f"{tag}.{i}" for i in range(len(mine))]
+        if sorted(state_keys) == sorted(expected) and all(
+            tuple(store[k].shape) == tuple(v.shape) for k, v in zip(expected, mine)
+        ):
+            for key, variable in zip(expected, mine):
+                variable.assign(store[key])
+            return
+        self._warn_fresh_state(sorted({k.rsplit(".", 1)[0] for k in state_keys}), len(state_keys))
+
+    def _warn_fresh_state(self, saved_tags, skipped):
+        mine = self._state_variables()
+        fresh = ", ".join(v.name for v in mine) or "nothing"
+        saved = ", ".join(saved_tags) or "no estimator"
+        warnings.warn(
+            f"Layer '{self.name}' ({type(self).__name__}, estimator {self._state_tag()}): the weights were "
+            f"saved with {saved} state; loaded the layer's own weights, skipped {skipped} saved state "
+            f"variable(s), started fresh: {fresh}.",
+            stacklevel=2,
+        )
+
+    def _load_untagged(self, store, count):
+        """Loads a file from before tagged estimator state: `[trainable op weights, τ?, DAB sums?, ...]`."""
+        trainable = list(self._trainable_variables)
+        rest = list(self._non_trainable_variables)
+        extra = count - len(trainable) - len(rest)
+        for i, variable in enumerate(trainable):
+            variable.assign(store[str(i)])
+        extras = [store[str(len(trainable) + j)] for j in range(extra)]
+        for j, variable in enumerate(rest):
+            variable.assign(store[str(len(trainable) + extra + j)])
+        # The extras were the temperature (if the estimator had one) then DAB's two error sums.
+        loaded = []
+        if self.temperature is not None and extra in (1, 3):
+            self.temperature.assign(extras[0])
+            loaded.append(self.temperature)
+        approximator = self.approximator
+        path = getattr(store, "_h5_entry_path", None)
+        if approximator is not None and path is not None and f"{path}/approximator" in store.h5_file:
+            from keras.src.saving import saving_lib  # the approximator was saved as a sublayer
+
+            saving_lib._load_state(approximator, store, None, inner_path=f"{path}/approximator")
+            loaded.extend(approximator.weights)
+        if len(loaded) != len(self._state_variables()):
+            self._warn_fresh_state(["an untagged"], extra)

@@ -27,7 +27,7 @@ class Sign(DiscreteLayer):
             Defaults to `"straight_through"`.
         **kwargs: Base layer arguments.
 
-    Input shape: `(batch, ...)`, floating point. Output shape: the same.
+    Input shape: `(batch, ...)` of any rank >= 1 (`(batch,)` too), floating point. Output shape: the same.
 
     Raises:
         ValueError: if `margin` is not a finite number >= 0, or for an unknown `estimator`.
@@ -46,6 +46,8 @@ class Sign(DiscreteLayer):
     def __init__(self, margin=0.0, estimator="straight_through", **kwargs):
         super().__init__(estimator=estimator, **kwargs)
         self.margin = _validation.check_non_negative_float("margin", margin)
+
+    min_rank = 1  # element-wise, like keras.layers.Activation
 
     def hard(self, x):
         return dab_ops.sign(x, self.margin)

@@ -25,7 +25,7 @@ class Quantize(DiscreteLayer):
             Defaults to `"straight_through"`.
         **kwargs: Base layer arguments.
 
-    Input shape: `(batch, ...)`, floating point. Output shape: the same.
+    Input shape: `(batch, ...)` of any rank >= 1 (`(batch,)` too), floating point. Output shape: the same.
 
     Raises:
         ValueError: if `levels` is not an integer >= 2, `min_value` or `max_value` is not finite,
@@ -42,6 +42,8 @@ class Quantize(DiscreteLayer):
         super().__init__(estimator=estimator, **kwargs)
         self.levels = _validation.check_int("levels", levels, 2)
         self.min_value, self.max_value = _validation.check_range(min_value, max_value)
+
+    min_rank = 1  # element-wise, like keras.layers.Activation
 
     def hard(self, x):
         return dab_ops.quantize(x, self.levels, self.min_value, self.max_value)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
+from dab_keras import estimators as estimators_lib
 from dab_keras import ops as dab_ops
 from dab_keras.layers.approximators import AxisMLP
 from dab_keras.layers.base import DiscreteLayer
@@ -36,6 +37,11 @@ class VectorQuantize(DiscreteLayer):
 
     Input shape: `(batch, ..., code_dim)`, floating point. Output shape: the same (and `(batch, ...)`
     for the indices).
+
+    Metrics (in `fit` and `evaluate` logs, over the epoch's codes): `codebook_usage`, the fraction of
+    codes used at least once, and `codebook_perplexity`, $\exp(-\sum_k p_k \log p_k)$ of the code
+    frequencies $p$ (from 1, one code, to K, all codes equally often); also as
+    `<layer name>_codebook_perplexity`.
 
     Raises:
         ValueError: for an invalid argument; when built, if the last axis is not `code_dim`.
@@ -85,6 +91,9 @@ class VectorQuantize(DiscreteLayer):
         self.codebook = self.add_weight(
             shape=(self.num_codes, self.code_dim), initializer=self.codebook_initializer, name="codebook"
         )
+        self.metric_sums = estimators_lib.RunningSums({"counts": (self.num_codes,)}, name="metric_sums")
+        keys = ("codebook_usage", "codebook_perplexity", f"{self.name}_codebook_perplexity")
+        self.usage = estimators_lib.SumsMetric(self.metric_sums, keys, _usage_results, f"{self.name}_codebook")
 
     def _codebook(self, x):
         return ops.cast(self.codebook, x.dtype)
@@ -129,18 +138,19 @@ class VectorQuantize(DiscreteLayer):
         """
         return ops.cast(ops.take(self.codebook, indices, axis=0), self.compute_dtype)
 
-    def call(self, inputs, training=None):
-        x = self.op_inputs(inputs)
+    def forward(self, x):
         quantized, indices = dab_ops.vector_quantize(x, self._codebook(x))
+        return ops.stop_gradient(quantized), (quantized, indices)
+
+    def finish(self, outputs, x, hard, extra, training):
+        quantized, indices = extra
         if training:
             codebook_loss = ops.mean(ops.square(ops.stop_gradient(x) - quantized))
             commitment = ops.mean(ops.square(x - ops.stop_gradient(quantized)))
             self.add_loss(codebook_loss + self.commitment_cost * commitment)
-            out = self.estimator(self, x, ops.stop_gradient(quantized), self.temperature)
-        else:
-            out = quantized
-        out = self.op_outputs(out, len(inputs.shape))
-        return (out, indices) if self.return_indices else out
+        counts = ops.sum(ops.reshape(ops.one_hot(indices, self.num_codes, dtype="float32"), (-1, self.num_codes)), 0)
+        self.metric_sums.add({"counts": counts})
+        return (outputs, indices) if self.return_indices else outputs
 
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
@@ -161,3 +171,11 @@ class VectorQuantize(DiscreteLayer):
             "codebook_initializer": keras.initializers.serialize(self.codebook_initializer),
             "return_indices": self.return_indices,
         }
+
+
+def _usage_results(sums):
+    counts = sums.read("counts")
+    p = counts / ops.maximum(ops.sum(counts), 1.0)
+    entropy = -ops.sum(ops.where(p > 0, p * ops.log(ops.maximum(p, 1e-30)), 0.0))
+    perplexity = ops.exp(entropy)
+    return ops.mean(ops.cast(counts > 0, "float32")), perplexity, perplexity

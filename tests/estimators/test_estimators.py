@@ -180,9 +180,12 @@ def test_relaxed_sort_values(rng):
 
 
 def make_dab_sign(x, gamma):
-    approximator = keras.layers.Dense(x.shape[-1], activation="tanh", name="g")
-    layer = built(layers.Sign(margin=0.3, estimator=estimators.DAB(approximator=approximator, gamma=gamma)), x)
-    return layer, approximator
+    template = keras.layers.Dense(x.shape[-1], activation="tanh", name="g")
+    layer = built(layers.Sign(margin=0.3, estimator=estimators.DAB(approximator=template, gamma=gamma)), x)
+    # The layer owns a copy of the template (its own weights); the template stays unbuilt.
+    assert layer.approximator is not template and not template.built
+    assert isinstance(layer.approximator, keras.layers.Dense) and layer.approximator.units == x.shape[-1]
+    return layer, layer.approximator
 
 
 def test_dab_output_is_hard_and_gradient_is_the_approximator_vjp(rng):
@@ -200,9 +203,14 @@ def test_dab_output_is_hard_and_gradient_is_the_approximator_vjp(rng):
     assert len(res["grad_weights"]) == 2
     for grad in res["grad_weights"]:
         assert grad is None or not np.any(grad)
-    # The DAB loss: γ · mean over the batch of Σ (g(x) - h(x))².
+    # The added loss is exactly zero in value (the logged `loss` stays the task loss) ...
     assert len(res["losses"]) == 1
-    np.testing.assert_allclose(res["losses"][0], 2.5 * np.mean(np.sum((gx - hard) ** 2, axis=-1)), rtol=1e-5)
+    assert float(res["losses"][0]) == 0.0
+    # ... and the DAB loss, γ · mean over the batch of Σ (g(x) - h(x))², is reported as a metric.
+    results = layer.estimator_state.reported_metrics()[0].result()
+    error = np.mean(np.sum((gx - hard) ** 2, axis=-1))
+    np.testing.assert_allclose(float(results["approximation_error"]), error, rtol=1e-5)
+    np.testing.assert_allclose(float(results["dab_loss"]), 2.5 * error, rtol=1e-5)
 
 
 def test_dab_loss_trains_the_approximator_only(rng):
@@ -245,7 +253,7 @@ def _train_dab_model(gamma, optimizer, x, y, steps=5):
     ])
     model.compile(optimizer=optimizer, loss="mse")
     history = model.fit(x, y, batch_size=len(x), epochs=steps, shuffle=False, verbose=0)
-    return [np.asarray(w) for w in model.get_weights()], history.history["loss"]
+    return [np.asarray(w) for w in model.get_weights()], history.history["loss"], history.history["dab_loss"]
 
 
 def test_dab_gamma_only_scales_the_approximators_gradient_so_adam_ignores_it(rng):
@@ -253,17 +261,19 @@ def test_dab_gamma_only_scales_the_approximators_gradient_so_adam_ignores_it(rng
     # g's gradient alone; Adam is invariant to a constant gradient scale (up to its ε).
     x = rng.normal(size=(32, 4)).astype("float32")
     y = rng.normal(size=(32, 1)).astype("float32")
-    w1, loss1 = _train_dab_model(1.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
-    w100, loss100 = _train_dab_model(100.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
+    w1, loss1, dab1 = _train_dab_model(1.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
+    w100, loss100, dab100 = _train_dab_model(100.0, keras.optimizers.Adam(1e-2, epsilon=1e-12), x, y)
     # Equal up to float rounding, which Adam's normalisation can amplify in near-zero gradient components;
     # a DAB loss that leaked into the other layers moves their weights by 1e-2 and more here.
     for a, b in zip(w1, w100):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-3)
-    assert loss100[0] > 10 * loss1[0]  # the reported loss does include γ · error
+    # The logged loss is the task loss, the same for any γ; the DAB loss is logged apart.
+    np.testing.assert_allclose(loss1, loss100, rtol=1e-3)
+    assert dab100[0] > 10 * dab1[0]
     # Under SGD γ is g's learning-rate factor: the approximators differ, the layers around it do not
     # (their gradients never contain the DAB loss) until g's different Jacobian changes them.
-    s1, _ = _train_dab_model(1.0, keras.optimizers.SGD(1e-2), x, y, steps=1)
-    s100, _ = _train_dab_model(100.0, keras.optimizers.SGD(1e-2), x, y, steps=1)
+    s1, _, _ = _train_dab_model(1.0, keras.optimizers.SGD(1e-2), x, y, steps=1)
+    s100, _, _ = _train_dab_model(100.0, keras.optimizers.SGD(1e-2), x, y, steps=1)
     differs = [not np.allclose(a, b) for a, b in zip(s1, s100)]
     assert any(differs) and not all(differs)
 
@@ -278,7 +288,9 @@ def test_dab_default_approximator_gradient_on_argmax(rng):
     assert np.abs(expected).max() > 1e-4
     np.testing.assert_allclose(res["grad_x"], expected, rtol=1e-4, atol=1e-6)
     gx = np.asarray(layer.approximator(x))
-    np.testing.assert_allclose(res["losses"][0], 10.0 * np.mean(np.sum((gx - res["output"]) ** 2, axis=-1)),
+    assert float(res["losses"][0]) == 0.0
+    results = layer.estimator_state.reported_metrics()[0].result()
+    np.testing.assert_allclose(float(results["dab_loss"]), 10.0 * np.mean(np.sum((gx - res["output"]) ** 2, axis=-1)),
                                rtol=1e-5)
 
 

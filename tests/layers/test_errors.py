@@ -33,7 +33,7 @@ AXIS_FACTORIES = {
 # ---------------------------------------------------------------------------- inputs
 
 
-@pytest.mark.parametrize("name", sorted(LAYER_FACTORIES))
+@pytest.mark.parametrize("name", sorted(set(LAYER_FACTORIES) - {"sign", "quantize"}))
 def test_rank_one_input(name):
     with pytest.raises(ValueError, match=re.escape("expects inputs of rank >= 2") + ".*input_shape=\\(5,\\)"):
         LAYER_FACTORIES[name]()(np.ones((5,), "float32"))
