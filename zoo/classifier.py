@@ -77,7 +77,8 @@ def MNISTClassifier(
             `(128,)`.
         include_top: If `False`, the model ends at the `(B, features)` code of the `sign` layer.
             Defaults to `True`.
-        weights: `"pretrained"` (shipped weights for `estimator`), `None`, or a `.weights.h5` path.
+        weights: `"pretrained"` (shipped weights for `estimator`), the name of another estimator whose
+            shipped weights to fine-tune (e.g. `"straight_through"`), `None`, or a `.weights.h5` path.
             Defaults to `"pretrained"`.
         name: Model name. Defaults to `"mnist_classifier"`.
 

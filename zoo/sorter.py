@@ -119,7 +119,8 @@ def Sorter(
         approximator_units: Hidden widths of the DAB approximator. Defaults to `(128,)`.
         include_top: If `False`, the model ends at the `(B, latent_units)` code in {-1, 0, 1}.
             Defaults to `True`.
-        weights: `"pretrained"` (shipped weights for `estimator`), `None`, or a `.weights.h5` path.
+        weights: `"pretrained"` (shipped weights for `estimator`), the name of another estimator whose
+            shipped weights to fine-tune (e.g. `"straight_through"`), `None`, or a `.weights.h5` path.
             Defaults to `"pretrained"`.
         name: Model name. Defaults to `"sorter"`.
 

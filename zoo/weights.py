@@ -10,7 +10,8 @@ Every shipped weight file `weights/<model>-<estimator>.weights.h5` has a manifes
 ```
 
 Loading checks the file's sha256 against the manifest and the model's configuration against the one the
-weights were trained with, and fails with a message that names both when they differ. A path given by the
+weights were trained with, and fails with a message that names both when they differ. The estimator is
+free: weights trained with one estimator load into a model built with another (`load`). A path given by the
 user is loaded as is; when a manifest with the same stem lies beside it (as `dab-zoo train` writes one),
 it is checked the same way. Files are keyed by the estimator's name (`estimator_key`).
 """
@@ -290,17 +291,28 @@ def pretrained_path(model, estimator):
     return path
 
 
+#: Estimator keys that `weights=` accepts to name the shipped weights of another estimator.
+ESTIMATOR_KEYS = ("dab", "straight_through", "relaxed")
+
+
 def load(model, weights, model_name, estimator, config):
-    """Loads `weights` (`"pretrained"`, `None` or a path) into the built Keras `model`.
+    """Loads `weights` (`"pretrained"`, an estimator key, `None` or a path) into the built Keras `model`.
+
+    Weights trained with another estimator load too (fine-tuning a zoo model with another estimator):
+    the network's weights load, the other estimator's state (e.g. DAB's approximator) is skipped, and
+    this model's estimator state starts fresh, with one warning per hard layer
+    (`dab_keras.layers.DiscreteLayer.load_own_variables`).
 
     Args:
         model: A built Keras model.
-        weights: `"pretrained"` (the shipped file for `estimator`), `None` (keep the initialization), or
-            the path of a `.weights.h5` file.
+        weights: `"pretrained"` (the shipped file for `estimator`), an estimator key (`"dab"`,
+            `"straight_through"`, `"relaxed"`: the shipped file trained with that estimator), `None`
+            (keep the initialization), or the path of a `.weights.h5` file.
         model_name: Registry name of the model (e.g. `"sorter"`).
         estimator: Estimator key (`"dab"`, `"straight_through"`, `"relaxed"`), or `None` for a custom
-            estimator object (which has no pretrained weights).
-        config: Constructor arguments that the weights must match.
+            estimator object.
+        config: Constructor arguments that the weights must match (`approximator_units` only when the
+            weights were trained with the same estimator).
 
     Returns:
         The manifest of the loaded weights (an empty dict when there is none), or `None` for `weights=None`.
@@ -321,29 +333,42 @@ def load(model, weights, model_name, estimator, config):
         ('sorter', 'dab')
         >>> load(model, None, "sorter", "dab", config) is None  # keeps the current weights
         True
+
+        The straight-through sorter's weights in a DAB sorter (its approximator starts fresh):
+
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     manifest = load(model, "straight_through", "sorter", "dab", config)
+        >>> manifest["estimator"], [str(w.message)[:15] for w in caught]
+        ('straight_through', ["Layer 'sign' (S"])
     """
     if weights is None:
         return None
-    if isinstance(weights, str) and weights == "pretrained":
-        if estimator is None:
+    if isinstance(weights, str) and weights in ("pretrained", *ESTIMATOR_KEYS):
+        trained_with = estimator if weights == "pretrained" else weights
+        if trained_with is None:
             raise ValueError(
                 "weights='pretrained' needs an estimator given by name ('dab', 'straight_through' or "
-                "'relaxed'); a custom estimator object has no shipped weights. Pass weights=None or a path."
+                "'relaxed'); a custom estimator object has no shipped weights. Pass weights=None, the "
+                "name of the estimator whose shipped weights to load (e.g. weights='straight_through'), "
+                "or a path."
             )
-        path = pretrained_path(model_name, estimator)
-        source = f"'pretrained' ({path.name})"
+        path = pretrained_path(model_name, trained_with)
+        source = f"{weights!r} ({path.name})"
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(
-                f"`weights` must be 'pretrained', None or the path of a .weights.h5 file. No file at {path}."
+                "`weights` must be 'pretrained', an estimator name, None or the path of a .weights.h5 file. "
+                f"No file at {path}."
             )
         source = f"at {path}"
     else:
         raise ValueError(
-            f"`weights` must be 'pretrained', None or the path of a .weights.h5 file. Received: {weights!r}"
+            "`weights` must be 'pretrained', an estimator name ('dab', 'straight_through', 'relaxed'), None "
+            f"or the path of a .weights.h5 file. Received: {weights!r}"
         )
-
     manifest = {}
     mpath = manifest_path(path)
     if mpath.is_file():
@@ -351,7 +376,10 @@ def load(model, weights, model_name, estimator, config):
         verify_sha256(path, manifest)
         if manifest.get("model") not in (None, model_name):
             raise ValueError(f"The weights {source} belong to model {manifest['model']!r}, not {model_name!r}.")
-        check_config(manifest, {**config, "estimator": estimator}, source)
+        network = dict(config)
+        if manifest.get("estimator") != estimator:
+            network.pop("approximator_units", None)  # estimator state: not loaded across estimators
+        check_config(manifest, network, source)
     _check_hdf5(path)
     try:
         model.load_weights(path)

@@ -109,14 +109,17 @@ def test_train_writes_weights_that_load_back(estimator, trained, tiny_mnist):
     np.testing.assert_array_equal(base.predict(x, verbose=0), code)
 
 
-def test_config_or_estimator_mismatch_names_the_argument(trained):
+def test_config_mismatch_names_the_argument_and_another_estimator_loads(trained, tiny_mnist):
     weights, _, _ = trained("dab")
     with pytest.raises(ValueError, match="features=64"):
         MNISTClassifier("dab", features=64, weights=weights)
     with pytest.raises(ValueError, match=r"filters=\[16, 64\]"):
         MNISTClassifier("dab", filters=(16, 64), include_top=False, weights=weights)
-    with pytest.raises(ValueError, match="estimator='straight_through'"):
-        MNISTClassifier("straight_through", weights=weights)
+    # DAB weights fine-tuned with straight-through: the network loads, DAB's approximator is skipped.
+    x = np.load(tiny_mnist)["x_test"][:16, :, :, None].astype("float32") / 255.0
+    with pytest.warns(UserWarning, match="Layer 'sign'.*DAB state.*started fresh"):
+        other = MNISTClassifier("straight_through", weights=weights, approximator_units=(7,))
+    np.testing.assert_array_equal(other.predict(x, verbose=0), MNISTClassifier("dab", weights=weights).predict(x, verbose=0))
 
 
 def test_evaluate_matches_the_manifest(trained, tiny_mnist):
