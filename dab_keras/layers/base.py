@@ -296,9 +296,21 @@ class DiscreteLayer(keras.layers.Layer):
         return outputs
 
     def call(self, inputs, training=None):
-        x = self.perturb(self.op_inputs(inputs))
+        return self.run_op(self.perturb(self.op_inputs(inputs)), training, len(inputs.shape))
+
+    def run_op(self, x, training, rank):
+        """The op on prepared inputs: `forward`, the estimator (or `hard`), `op_outputs`, `finish`.
+
+        Args:
+            x: The op's input, op axis last, after any perturbation.
+            training: Whether the layer runs in training.
+            rank: Rank of the layer's input.
+
+        Returns:
+            What the layer returns.
+        """
         hard, extra = self.forward(x)
-        outputs = self.op_outputs(self.bridge(x, hard, training), len(inputs.shape))
+        outputs = self.op_outputs(self.bridge(x, hard, training), rank)
         return self.finish(outputs, x, hard, extra, training)
 
     def bridge(self, x, hard, training):

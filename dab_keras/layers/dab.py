@@ -1,4 +1,6 @@
-"""`DAB`: bridge any hard function you pass with a learned approximator."""
+"""`Bridge`: bridge any hard function you pass with a learned approximator (formerly the layer `DAB`)."""
+
+import re
 
 import keras
 
@@ -7,8 +9,8 @@ from dab_keras.layers.approximators import AxisMLP
 from dab_keras.layers.base import DiscreteLayer
 
 
-@keras.saving.register_keras_serializable(package="dab_keras", name="DAB")
-class DAB(DiscreteLayer):
+@keras.saving.register_keras_serializable(package="dab_keras", name="Bridge")
+class Bridge(DiscreteLayer):
     r"""Makes any hard (non-differentiable) function trainable with a differentiable approximation bridge.
 
     $$ y = h(x), \qquad \frac{\partial L}{\partial x} = J_g(x)^\top \frac{\partial L}{\partial y},
@@ -18,6 +20,9 @@ class DAB(DiscreteLayer):
     every backend and under XLA) and map a float32 tensor `(batch, ..., n)` to a tensor `(batch, ..., m)`
     or any shape the approximator matches. The default approximator is a dense tanh MLP over the last axis
     (`AxisMLP`), which needs the output to keep the input's leading axes.
+
+    This layer was called `DAB` before, the name of the estimator it uses (`dab_keras.estimators.DAB`);
+    `dab_keras.layers.DAB` remains an alias, and `.keras` files that name it `dab_keras>DAB` load.
 
     To save and reload the layer with `keras.models.load_model(..., safe_mode=True)`, register `hard_fn`
     with `@keras.saving.register_keras_serializable()`; lambdas only reload with `safe_mode=False`.
@@ -40,7 +45,7 @@ class DAB(DiscreteLayer):
         >>> @keras.saving.register_keras_serializable(package="docs")
         ... def parity(x):
         ...     return keras.ops.mod(keras.ops.floor(x), 2.0)
-        >>> layer = DAB(parity)
+        >>> layer = Bridge(parity)
         >>> np.asarray(layer(np.array([[0.5, 1.5, 2.5]]))).tolist()
         [[0.0, 1.0, 0.0]]
 
@@ -67,6 +72,22 @@ class DAB(DiscreteLayer):
 
     def hard(self, x):
         return self.hard_fn(x)
+
+    def load_own_variables(self, store):
+        """Loads the layer's weights, also from files written when the class was named `DAB`.
+
+        Keras names a layer's entry in a weight file after its class (`layers/dab`, `layers/dab_1`, ...),
+        so an empty entry under this class's name is looked up under the former one.
+
+        Args:
+            store: Keras's weights store for this layer.
+        """
+        path = getattr(store, "_h5_entry_path", None)
+        if path and not list(store.keys()):
+            former = re.sub(r"(^|/)bridge(_\d+)?$", r"\1dab\2", path)
+            if former != path and former in store.h5_file:
+                store = store.get(former)
+        super().load_own_variables(store)
 
     def default_approximator(self, shape):
         if shape[-1] is None:
@@ -102,3 +123,7 @@ class DAB(DiscreteLayer):
             "approximator": None if approximator is None else keras.saving.serialize_keras_object(approximator),
             "gamma": self.gamma,
         }
+
+
+# Files saved when this layer was registered as `DAB` name it `dab_keras>DAB`.
+keras.saving.get_custom_objects()["dab_keras>DAB"] = Bridge

@@ -14,8 +14,11 @@ class ArgMax(DiscreteLayer):
     r"""One-hot argmax along `axis`, or a one-hot categorical sample, with a chosen estimator.
 
     Forward: $h(x) = \operatorname{one\_hot}(\arg\max_i x_i)$. With `stochastic=True` the input is read as
-    logits and perturbed with fresh Gumbel noise on every call, in training and at inference:
+    logits and, in training, perturbed with fresh Gumbel noise on every call:
     $h = \operatorname{one\_hot}(\arg\max_i (x_i + G_i))$, an exact sample of Categorical(softmax(x)).
+    At inference the layer is deterministic, like Keras's stochastic layers (`Dropout`,
+    `GaussianNoise`): it returns the mode, the one-hot argmax of the logits, unless
+    `sample_at_inference=True` or the call passes `sample=True`.
 
     Gradient: `"relaxed"` uses $\operatorname{softmax}((x + G)/\tau)$ — Gumbel-Softmax / Concrete when
     stochastic (the same noise as the hard sample), a tempered softmax otherwise; `"straight_through"`
@@ -26,6 +29,8 @@ class ArgMax(DiscreteLayer):
         axis: Category axis (not the batch axis). Defaults to `-1`.
         stochastic: Sample instead of taking the argmax. Defaults to `False`.
         seed: Seed of the layer's `keras.random.SeedGenerator` (int or `None`). Defaults to `None`.
+        sample_at_inference: With `stochastic=True`, also sample at inference (a Gumbel-max sample per
+            call) instead of returning the mode. Defaults to `False`.
         estimator: `"straight_through"`, `"relaxed"`, `"dab"` or an `Estimator`.
             Defaults to `"straight_through"`.
         **kwargs: Base layer arguments.
@@ -33,32 +38,66 @@ class ArgMax(DiscreteLayer):
     Input shape: `(batch, ..., n, ...)`, floating point. Output shape: the same, one-hot along `axis`.
 
     Raises:
-        ValueError: for a non-integer `axis`, a non-bool `stochastic` or an unknown `estimator`; when
-            built, for an `axis` out of range or equal to 0.
+        ValueError: for a non-integer `axis`, a non-bool `stochastic` or `sample_at_inference`, or an
+            unknown `estimator`; when built, for an `axis` out of range or equal to 0.
 
     Examples:
         >>> import numpy as np
         >>> np.asarray(ArgMax()(np.array([[0.5, 2.0, -1.0]]))).tolist()
         [[0.0, 1.0, 0.0]]
+        >>> sampler = ArgMax(stochastic=True, seed=0)
+        >>> logits = np.log(np.array([[0.2, 0.5, 0.3]]))
+        >>> np.asarray(sampler(logits)).tolist()  # inference: the mode
+        [[0.0, 1.0, 0.0]]
+        >>> samples = np.concatenate([np.asarray(sampler(logits, sample=True)) for _ in range(200)])
+        >>> bool(samples.sum(axis=0).min() > 0)  # sample=True: draws from Categorical(0.2, 0.5, 0.3)
+        True
 
     References:
         Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017, arXiv:1611.01144.
         Maddison, Mnih & Teh, "The Concrete Distribution", 2017, arXiv:1611.00712.
     """
 
-    def __init__(self, axis=-1, stochastic=False, seed=None, estimator="straight_through", **kwargs):
+    def __init__(
+        self,
+        axis=-1,
+        stochastic=False,
+        seed=None,
+        sample_at_inference=False,
+        estimator="straight_through",
+        **kwargs,
+    ):
         super().__init__(estimator=estimator, **kwargs)
         if not isinstance(stochastic, bool):
             raise ValueError(f"`stochastic` must be a bool. Received: stochastic={stochastic!r}")
+        if not isinstance(sample_at_inference, bool):
+            raise ValueError(
+                f"`sample_at_inference` must be a bool. Received: sample_at_inference={sample_at_inference!r}"
+            )
         self.axis = _validation.check_axis(axis)
         self.stochastic = stochastic
         self.seed = seed
+        self.sample_at_inference = sample_at_inference
         self.seed_generator = keras.random.SeedGenerator(seed) if stochastic else None
 
-    def perturb(self, x):
-        if not self.stochastic:
-            return x
-        return x + dab_ops.gumbel_noise(keras.ops.shape(x), self.seed_generator, x.dtype)
+    def call(self, inputs, training=None, sample=None):
+        """Runs the layer; `sample` (default: `training or sample_at_inference`) draws Gumbel noise.
+
+        Args:
+            inputs: Logits (stochastic) or scores, floating point.
+            training: Whether the layer runs in training.
+            sample: With `stochastic=True`, whether to sample (`True`) or take the mode (`False`).
+                Defaults to `None`: sample in training, and at inference if `sample_at_inference`.
+
+        Returns:
+            The one-hot output along `axis`.
+        """
+        if sample is None:
+            sample = bool(training) or self.sample_at_inference
+        x = self.op_inputs(inputs)
+        if self.stochastic and sample:
+            x = x + dab_ops.gumbel_noise(keras.ops.shape(x), self.seed_generator, x.dtype)
+        return self.run_op(x, training, len(inputs.shape))
 
     def hard(self, x):
         return dab_ops.one_hot_argmax(x)
@@ -70,7 +109,13 @@ class ArgMax(DiscreteLayer):
         return AxisMLP((shape[-1],), dtype=self.dtype_policy, name="approximator")
 
     def get_config(self):
-        return {**super().get_config(), "axis": self.axis, "stochastic": self.stochastic, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "stochastic": self.stochastic,
+            "seed": self.seed,
+            "sample_at_inference": self.sample_at_inference,
+        }
 
 
 TOP_K_MODES = ("mask", "values")

@@ -38,7 +38,7 @@ def x():
 
 @pytest.mark.parametrize("custom", [False, True], ids=["default_approximator", "custom_approximator"])
 def test_forward_is_hard_fn_and_gradient_is_approximator_vjp(x, custom):
-    layer = layers.DAB(staircase, approximator=make_approximator() if custom else None)
+    layer = layers.Bridge(staircase, approximator=make_approximator() if custom else None)
     expected = staircase_reference(x)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), expected)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), expected)
@@ -52,7 +52,7 @@ def test_forward_is_hard_fn_and_gradient_is_approximator_vjp(x, custom):
 
 def test_loss_and_metric(x):
     gamma = 2.5
-    layer = layers.DAB(staircase, gamma=gamma)
+    layer = layers.Bridge(staircase, gamma=gamma)
     layer(x, training=False)
     assert layer.losses == []  # no DAB loss at inference
     layer(x, training=True)
@@ -78,7 +78,7 @@ def _model(layer):
 def test_custom_approximator_copied_per_layer_and_trained(x):
     template = make_approximator()
     template.build((None, N))
-    layer = layers.DAB(staircase, approximator=template, gamma=1.0)
+    layer = layers.Bridge(staircase, approximator=template, gamma=1.0)
     assert layer.approximator is None and layer.estimator.approximator is template
     model, pre = _model(layer)
     approximator = layer.approximator
@@ -103,7 +103,7 @@ def test_custom_approximator_copied_per_layer_and_trained(x):
 
 def test_approximator_only_trained_by_dab_loss(x):
     """With gamma = 0 the task loss alone leaves the approximator untouched (gradients to x only)."""
-    model, _ = _model(layers.DAB(staircase, approximator=make_approximator(), gamma=0.0))
+    model, _ = _model(layers.Bridge(staircase, approximator=make_approximator(), gamma=0.0))
     approximator = model.layers[-1].approximator
     before = [keras.ops.convert_to_numpy(w).copy() for w in approximator.weights]
     model.compile(keras.optimizers.SGD(0.05), "mse")
@@ -114,7 +114,7 @@ def test_approximator_only_trained_by_dab_loss(x):
 
 @pytest.mark.parametrize("custom", [False, True], ids=["default_approximator", "custom_approximator"])
 def test_save_and_reload_in_safe_mode(x, tmp_path, custom):
-    layer = layers.DAB(staircase, approximator=make_approximator() if custom else None, gamma=3.0, name="bridge")
+    layer = layers.Bridge(staircase, approximator=make_approximator() if custom else None, gamma=3.0, name="bridge")
     model, _ = _model(layer)
     model.compile(keras.optimizers.SGD(0.05), "mse")
     model.fit(x, np.zeros_like(x), batch_size=4, epochs=1, verbose=0)
@@ -140,4 +140,4 @@ def test_save_and_reload_in_safe_mode(x, tmp_path, custom):
 
 def test_estimator_argument_is_refused():
     with pytest.raises(ValueError, match="always uses the DAB estimator.*Received: estimator='relaxed'"):
-        layers.DAB(staircase, estimator="relaxed")
+        layers.Bridge(staircase, estimator="relaxed")

@@ -21,7 +21,7 @@ LAYER_FACTORIES = {
     "topk": lambda: layers.TopK(k=2),
     "sort": lambda: layers.Sort(),
     "sort_indices": lambda: layers.Sort(output_mode="indices"),
-    "dab": lambda: layers.DAB(keras.ops.round),
+    "dab": lambda: layers.Bridge(keras.ops.round),
 }
 AXIS_FACTORIES = {
     "argmax": lambda axis: layers.ArgMax(axis=axis),
@@ -193,23 +193,23 @@ def test_identity_surrogate_error_raised_by_fit():
 @pytest.mark.parametrize("hard_fn", [3, "no_such_function", None])
 def test_dab_layer_hard_fn_not_callable(hard_fn):
     with pytest.raises(ValueError, match=re.escape(f"`hard_fn` must be a callable. Received: hard_fn={hard_fn!r}")):
-        layers.DAB(hard_fn)
+        layers.Bridge(hard_fn)
 
 
 def test_dab_layer_approximator_not_a_layer():
     with pytest.raises(ValueError, match=r"`approximator` must be a Keras layer or model.*Received: approximator="):
-        layers.DAB(keras.ops.round, approximator=lambda x: x)
+        layers.Bridge(keras.ops.round, approximator=lambda x: x)
 
 
 def test_dab_layer_default_approximator_needs_leading_axes_kept():
-    layer = layers.DAB(lambda x: keras.ops.max(keras.ops.round(x), axis=-1))
+    layer = layers.Bridge(lambda x: keras.ops.max(keras.ops.round(x), axis=-1))
     with pytest.raises(ValueError, match=r"pass `approximator=` for this function.*input shape \(None, 5\)"):
         layer(keras.Input((5,)))
 
 
 def _save_dab_model(hard_fn, path):
     inputs = keras.Input((5,))
-    model = keras.Model(inputs, layers.DAB(hard_fn)(inputs))
+    model = keras.Model(inputs, layers.Bridge(hard_fn)(inputs))
     model.save(path)
     return model
 
@@ -218,7 +218,7 @@ def test_dab_layer_lambda_refused_in_safe_mode(tmp_path):
     path = os.path.join(tmp_path, "lambda.keras")
     with pytest.warns(UserWarning, match="lambda"):
         _save_dab_model(lambda x: x // 1.0, path)
-    with pytest.raises((TypeError, ValueError), match=r"(?s)'DAB'.*deserialization of a Python lambda.*safe_mode=False"):
+    with pytest.raises((TypeError, ValueError), match=r"(?s)'Bridge'.*deserialization of a Python lambda.*safe_mode=False"):
         keras.models.load_model(path, safe_mode=True)
 
 

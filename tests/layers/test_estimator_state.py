@@ -309,3 +309,26 @@ def test_element_wise_layers_take_rank_one_inputs(factory, estimator):
     history = model.fit(x, np.zeros_like(x), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert tuple(model.output_shape) == (None,)
+
+
+# ------------------------------------------------------------------------- 5. stochastic ArgMax at inference
+
+
+def test_stochastic_argmax_is_deterministic_at_inference_unless_sampling_is_asked_for():
+    logits = np.log(np.array([[0.2, 0.5, 0.3]] * 400, "float32"))
+    mode = np.tile([0.0, 1.0, 0.0], (400, 1))
+    layer = layers.ArgMax(stochastic=True, seed=0)
+    np.testing.assert_array_equal(numpy(layer(logits)), mode)
+    np.testing.assert_array_equal(numpy(layer(logits, training=False)), mode)
+    for sampled in (numpy(layer(logits, training=True)), numpy(layer(logits, sample=True)),
+                    numpy(layers.ArgMax(stochastic=True, seed=0, sample_at_inference=True)(logits))):
+        np.testing.assert_allclose(sampled.mean(axis=0), [0.2, 0.5, 0.3], atol=0.08)
+    assert layers.ArgMax(stochastic=True, sample_at_inference=True).get_config()["sample_at_inference"] is True
+    with pytest.raises(ValueError, match="`sample_at_inference` must be a bool. Received: sample_at_inference=1"):
+        layers.ArgMax(stochastic=True, sample_at_inference=1)
+
+
+def test_the_bridge_layer_keeps_its_former_name():
+    assert layers.DAB is layers.Bridge
+    assert keras.saving.get_registered_name(layers.Bridge) == "dab_keras>Bridge"
+    assert keras.saving.get_registered_object("dab_keras>DAB") is layers.Bridge  # files saved before

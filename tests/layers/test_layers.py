@@ -44,14 +44,14 @@ def vector_quantize_reference(x, layer):
 
 
 def _gumbel(shape, seed):
-    # The layer's first draw: a fresh SeedGenerator with the layer's seed (see ArgMax.perturb).
+    # The layer's first draw: a fresh SeedGenerator with the layer's seed (see ArgMax.call).
     u = keras.random.uniform(shape, minval=1e-20, maxval=1.0, seed=keras.random.SeedGenerator(seed))
     return -np.log(-np.log(np.asarray(keras.ops.convert_to_numpy(u), np.float64)))
 
 
 def argmax_reference(x, layer):
     xt = _along(x, layer.axis).astype(np.float64)
-    if layer.stochastic:
+    if layer.stochastic and layer.sample_at_inference:  # else the mode at inference
         xt = xt + _gumbel(xt.shape, layer.seed)
     return np.moveaxis(np.eye(xt.shape[-1])[np.argmax(xt, axis=-1)], -1, layer.axis)
 
@@ -107,8 +107,9 @@ CASES = [
     Case("vq_indices", layers.VectorQuantize, {"num_codes": 5, "code_dim": 4, "return_indices": True}, (3, 4),
          vector_quantize_reference),
     Case("argmax", layers.ArgMax, {}, (4,), argmax_reference),
-    Case("argmax_stochastic", layers.ArgMax, {"stochastic": True, "seed": 3}, (4,), argmax_reference,
-         deterministic=False),
+    Case("argmax_stochastic", layers.ArgMax, {"stochastic": True, "seed": 3}, (4,), argmax_reference),
+    Case("argmax_sampling", layers.ArgMax, {"stochastic": True, "seed": 3, "sample_at_inference": True}, (4,),
+         argmax_reference, deterministic=False),
     Case("argmax_axis1", layers.ArgMax, {"axis": 1}, (3, 4), argmax_reference),
     Case("topk_mask", layers.TopK, {"k": 2}, (4,), top_k_reference),
     Case("topk_values", layers.TopK, {"k": 2, "output_mode": "values"}, (4,), top_k_reference),
@@ -126,7 +127,7 @@ CASES = [
          sort_reference),
     Case("sort_axis1_desc", layers.Sort, {"axis": 1, "direction": "descending"}, (3, 4), sort_reference),
     Case("sort_perm_axis_neg2", layers.Sort, {"axis": -2, "output_mode": "permutation"}, (3, 4), sort_reference),
-    Case("dab_layer", layers.DAB, {"hard_fn": helpers.floor_parity}, (4,), dab_layer_reference,
+    Case("dab_layer", layers.Bridge, {"hard_fn": helpers.floor_parity}, (4,), dab_layer_reference,
          estimators=("dab",)),
 ]
 
@@ -140,7 +141,7 @@ ESTIMATORS = {
 
 def make_layer(case, estimator=None):
     kwargs = dict(case.kwargs)
-    if estimator is not None and case.layer_cls is not layers.DAB:
+    if estimator is not None and case.layer_cls is not layers.Bridge:
         kwargs["estimator"] = ESTIMATORS[estimator]()
     return case.layer_cls(**kwargs)
 
@@ -173,7 +174,7 @@ def test_table_covers_every_layer_and_estimator():
     exported = {c for c in exported if isinstance(c, type) and issubclass(c, layers.DiscreteLayer)}
     assert exported - {layers.DiscreteLayer} <= covered
     for case in CASES:
-        if case.layer_cls is not layers.DAB:
+        if case.layer_cls is not layers.Bridge:
             assert set(case.estimators) == set(ESTIMATORS), case.id
 
 
@@ -187,7 +188,7 @@ STYLE_CASES = {c.id: c for c in CASES if c.id in ("sign_margin", "quantize", "vq
 @pytest.mark.parametrize("case_id", sorted(STYLE_CASES))
 def test_model_styles(case_id, style, tmp_path):
     case = STYLE_CASES[case_id]
-    estimator = "dab" if case.layer_cls is layers.DAB else "straight_through"
+    estimator = "dab" if case.layer_cls is layers.Bridge else "straight_through"
     helpers.run_layer_test(
         functools.partial(make_layer, case, estimator),
         case.input_shape,
