@@ -5,10 +5,23 @@ of three gradient estimators chosen with `estimator=`: straight-through, relaxed
 approximation bridge, Ramapuram & Webb 2019, arXiv:1905.03658).
 
 Modules, in import order: `ops` (pure math) → `estimators` (gradient rules) → `layers` (Keras state) →
-`callbacks`; `losses` and `metrics` (Spearman's rank correlation) build on `ops`.
+`callbacks`, `inference` (`summary`, `export_inference`, also at the top level); `losses` and `metrics`
+(Spearman's rank correlation) build on `ops`.
 """
 
-from dab_keras import callbacks, estimators, layers, losses, metrics, ops
+from dab_keras import callbacks, estimators, inference, layers, losses, metrics, ops
+from dab_keras.inference import export_inference, summary
 from dab_keras.version import __version__
 
-__all__ = ["__version__", "callbacks", "estimators", "layers", "losses", "metrics", "ops"]
+__all__ = [
+    "__version__",
+    "callbacks",
+    "estimators",
+    "export_inference",
+    "inference",
+    "layers",
+    "losses",
+    "metrics",
+    "ops",
+    "summary",
+]

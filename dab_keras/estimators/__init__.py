@@ -15,7 +15,7 @@ way, as `keras.quantizers` does.
 
 import keras
 
-from dab_keras.estimators.base import Bridgeable, Estimator, bridge
+from dab_keras.estimators.base import Bridgeable, Estimator, InferenceOnly, bridge
 from dab_keras.estimators.dab import DAB, DABState
 from dab_keras.estimators.relaxed import Relaxed
 from dab_keras.estimators.state import EstimatorState, RunningSums, SumsMetric
@@ -112,6 +112,7 @@ __all__ = [
     "DABState",
     "Estimator",
     "EstimatorState",
+    "InferenceOnly",
     "RunningSums",
     "SumsMetric",
     "Relaxed",

@@ -2,7 +2,7 @@
 
 import typing
 
-import keras  # noqa: F401  (used by the doctests)
+import keras
 from keras import ops
 
 from dab_keras.estimators.state import EstimatorState
@@ -144,6 +144,8 @@ class Estimator:
         name: The estimator's string alias (`"straight_through"`, `"relaxed"`, `"dab"`), or `None`.
         temperature: Initial τ of the state's temperature variable, or `None` for an estimator that
             needs none.
+        inference_only: `True` for estimators of inference-only models (`InferenceOnly`): layers then
+            keep no metric state either.
 
     Examples:
         A custom estimator: hard forward, identity gradient (`StraightThrough(surrogate="identity")`):
@@ -190,6 +192,7 @@ class Estimator:
 
     name = None
     temperature = None
+    inference_only = False
 
     def build(self, layer, op_shape):
         """Creates the state this estimator needs for `layer` (called by the layer's `build`).
@@ -255,3 +258,29 @@ class Estimator:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="dab_keras.estimators", name="InferenceOnly")
+class InferenceOnly(Estimator):
+    """An estimator without state or gradient, for models that only run inference.
+
+    `dab_keras.export_inference` gives it to every hard layer of the exported model, which then holds
+    no estimator state (no temperature, approximator or running sums). In training it returns the hard
+    output with a zero gradient (`stop_gradient`): fine-tune the original model, not the export.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> layer = dab_keras.layers.Sign(estimator=InferenceOnly())
+        >>> np.asarray(layer(np.array([[-0.5, 2.0]]))).tolist(), layer.weights
+        ([[-1.0, 1.0]], [])
+    """
+
+    name = "inference_only"
+    inference_only = True
+
+    def __call__(self, op, x, hard, state):
+        return ops.stop_gradient(hard)
+
+    def get_config(self):
+        return {}

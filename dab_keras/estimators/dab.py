@@ -133,7 +133,7 @@ class DAB(Estimator):
             approximator.build(op_shape)
         if self.approximator is not None and self.approximator.built:
             for target, source in zip(approximator.weights, self.approximator.weights):
-                target.assign(source)
+                target.assign(ops.convert_to_numpy(source))  # a copy: JAX may donate buffers
         return state
 
     def __call__(self, op, x, hard, state):

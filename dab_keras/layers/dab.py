@@ -4,6 +4,7 @@ import re
 
 import keras
 
+from dab_keras import _validation
 from dab_keras import estimators as estimators_lib
 from dab_keras.layers.approximators import AxisMLP
 from dab_keras.layers.base import DiscreteLayer
@@ -33,7 +34,8 @@ class Bridge(DiscreteLayer):
             Defaults to `None` (an `AxisMLP`).
         gamma: Weight γ >= 0 of the DAB loss, which alone trains the approximator (see
             `dab_keras.estimators.DAB`). Defaults to `10.0`.
-        **kwargs: Base layer arguments (not `estimator`: this layer always uses DAB).
+        **kwargs: Base layer arguments (not `estimator`: this layer always uses DAB; only exported
+            inference models give it `dab_keras.estimators.InferenceOnly`).
 
     Raises:
         ValueError: if `kwargs` holds `estimator`, `hard_fn` is not callable, or `gamma` is not a finite
@@ -55,20 +57,31 @@ class Bridge(DiscreteLayer):
     """
 
     def __init__(self, hard_fn, approximator=None, gamma=10.0, **kwargs):
-        if "estimator" in kwargs:
-            raise ValueError(
-                "The DAB layer always uses the DAB estimator; set `approximator` and `gamma` instead, or use "
-                f"another layer for other estimators. Received: estimator={kwargs['estimator']!r}"
-            )
+        given = kwargs.pop("estimator", None)
+        inference_only = None
+        if given is not None:
+            # Accepted only as the estimator of exported inference models (`dab_keras.export_inference`).
+            try:
+                inference_only = estimators_lib.get(given)
+            except ValueError:
+                pass
+            if not getattr(inference_only, "inference_only", False):
+                raise ValueError(
+                    "The Bridge layer always uses the DAB estimator; set `approximator` and `gamma` instead, "
+                    f"or use another layer for other estimators. Received: estimator={given!r}"
+                )
         if isinstance(hard_fn, (str, dict)):
             hard_fn = keras.saving.deserialize_keras_object(hard_fn)
         if not callable(hard_fn):
             raise ValueError(f"`hard_fn` must be a callable. Received: hard_fn={hard_fn!r}")
         if isinstance(approximator, dict):
             approximator = keras.saving.deserialize_keras_object(approximator)
-        super().__init__(estimator=estimators_lib.DAB(approximator=approximator, gamma=gamma), **kwargs)
+        gamma = _validation.check_non_negative_float("gamma", gamma)
+        dab = estimators_lib.DAB(approximator=approximator, gamma=gamma)
+        super().__init__(estimator=inference_only or dab, **kwargs)
         self.hard_fn = hard_fn
-        self.gamma = self.estimator.gamma
+        self.gamma = gamma
+        self._approximator_config = dab.get_config()["approximator"]
 
     def hard(self, x):
         return self.hard_fn(x)
@@ -115,12 +128,12 @@ class Bridge(DiscreteLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.pop("estimator")
-        approximator = self.estimator.approximator
+        if not self.estimator.inference_only:
+            config.pop("estimator")
         return {
             **config,
             "hard_fn": keras.saving.serialize_keras_object(self.hard_fn),
-            "approximator": None if approximator is None else keras.saving.serialize_keras_object(approximator),
+            "approximator": self._approximator_config,
             "gamma": self.gamma,
         }
 

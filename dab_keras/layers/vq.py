@@ -91,9 +91,11 @@ class VectorQuantize(DiscreteLayer):
         self.codebook = self.add_weight(
             shape=(self.num_codes, self.code_dim), initializer=self.codebook_initializer, name="codebook"
         )
-        self.metric_sums = estimators_lib.RunningSums({"counts": (self.num_codes,)}, name="metric_sums")
-        keys = ("codebook_usage", "codebook_perplexity", f"{self.name}_codebook_perplexity")
-        self.usage = estimators_lib.SumsMetric(self.metric_sums, keys, _usage_results, f"{self.name}_codebook")
+        self.metric_sums = None
+        if not self.estimator.inference_only:
+            self.metric_sums = estimators_lib.RunningSums({"counts": (self.num_codes,)}, name="metric_sums")
+            keys = ("codebook_usage", "codebook_perplexity", f"{self.name}_codebook_perplexity")
+            self.usage = estimators_lib.SumsMetric(self.metric_sums, keys, _usage_results, f"{self.name}_codebook")
 
     def _codebook(self, x):
         return ops.cast(self.codebook, x.dtype)
@@ -148,8 +150,9 @@ class VectorQuantize(DiscreteLayer):
             codebook_loss = ops.mean(ops.square(ops.stop_gradient(x) - quantized))
             commitment = ops.mean(ops.square(x - ops.stop_gradient(quantized)))
             self.add_loss(codebook_loss + self.commitment_cost * commitment)
-        counts = ops.sum(ops.reshape(ops.one_hot(indices, self.num_codes, dtype="float32"), (-1, self.num_codes)), 0)
-        self.metric_sums.add({"counts": counts})
+        if self.metric_sums is not None:
+            one_hot = ops.one_hot(indices, self.num_codes, dtype="float32")
+            self.metric_sums.add({"counts": ops.sum(ops.reshape(one_hot, (-1, self.num_codes)), 0)})
         return (outputs, indices) if self.return_indices else outputs
 
     def compute_output_shape(self, input_shape):
