@@ -22,6 +22,16 @@ def test_readme_example_trains_and_outputs_ternary_codes(capsys):
     assert history["accuracy"][-1] > 0.8  # the toy target is linearly separable through the code
 
 
+def test_readme_example_runs_twice_in_one_process():
+    """Its metric key does not depend on layer auto-numbering (the second run's layer is `sign_1`)."""
+    source = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
+    for _ in range(2):
+        namespace = {}
+        exec(compile(source, "README.md", "exec"), namespace)
+        history = namespace["history"].history
+        assert history["approximation_error"][-1] > 0 and np.isfinite(history["dab_loss"][-1])
+
+
 def test_quickstart_script_prints_a_row_per_estimator():
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--epochs", "4", "--samples", "8192",

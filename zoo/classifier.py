@@ -58,8 +58,8 @@ def MNISTClassifier(
 
     - build the base with `dropout=0.0` (dropout is not part of the weights' configuration);
     - with `"dab"` and `"straight_through"` weights the code stays hard in training (a frozen `"dab"`
-      base still adds its approximator's error to the loss, with no effect on the gradients); a
-      `"relaxed"` base outputs its tanh relaxation in training;
+      base adds no loss: its approximator is frozen too, and its error is only logged); a `"relaxed"`
+      base outputs its tanh relaxation in training;
     - for an exactly frozen base, or to train a head fastest, fit the head on `base.predict(x)` codes
       and stack it on `base.output` afterwards.
 

@@ -76,27 +76,16 @@ def test_state_is_a_tracked_sublayer_and_layers_do_not_check_estimator_classes()
         assert f"estimators_lib.{name})" not in source and f"estimators.{name})" not in source
 
 
-@keras.saving.register_keras_serializable(package="dab_keras_tests", name="LearnedTemperature")
-class LearnedTemperature(estimators.Estimator):
-    """A relaxation whose temperature τ = exp(s) is learned (the documented custom stateful estimator)."""
-
-    name = "learned_temperature"
-
-    def __init__(self, initial=1.0):
-        self.initial = float(initial)
-
-    def build(self, layer, op_shape):
-        state = estimators.EstimatorState(name="estimator_state")
-        state.log_temperature = state.add_weight(
-            shape=(), initializer=keras.initializers.Constant(np.log(self.initial)), name="log_temperature"
-        )
-        return state
-
-    def __call__(self, op, x, hard, state):
-        return estimators.bridge(hard, op.relax(x, keras.ops.exp(state.log_temperature)))
-
-    def get_config(self):
-        return {"initial": self.initial}
+def documented_learned_temperature():
+    """The custom stateful estimator of docs/pages/concepts.md, run from the page itself."""
+    page = open(os.path.join(os.path.dirname(DATA), "..", "docs", "pages", "concepts.md"), encoding="utf-8").read()
+    blocks = [b.split("```", 1)[0] for b in page.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if "class LearnedTemperature" in b]
+    code = block.split("@keras.saving")[1]
+    assert len(code.strip().splitlines()) < 30  # the estimator itself, decorator included
+    namespace = {}
+    exec(compile(block, "concepts.md", "exec"), namespace)
+    return namespace["LearnedTemperature"]
 
 
 def test_custom_stateful_estimator_trains_and_round_trips(tmp_path):
@@ -105,7 +94,7 @@ def test_custom_stateful_estimator_trains_and_round_trips(tmp_path):
     model = keras.Sequential([
         keras.Input((4,)),
         keras.layers.Dense(4, name="before"),
-        layers.ArgMax(estimator=LearnedTemperature(0.5), name="hard"),
+        layers.ArgMax(estimator=documented_learned_temperature()(0.5), name="hard"),
     ])
     model.compile(keras.optimizers.Adam(0.05), "mse")
     state = model.get_layer("hard").estimator_state
