@@ -423,7 +423,7 @@ class DiscreteLayer(keras.layers.Layer):
 
     def _warn_fresh_state(self, saved_tags, skipped):
         mine = self._state_variables()
-        fresh = ", ".join(v.name for v in mine) or "nothing"
+        fresh = ", ".join(v.path.split(f"{self.name}/", 1)[-1] for v in mine) or "nothing"
         saved = ", ".join(saved_tags) or "no estimator"
         warnings.warn(
             f"Layer '{self.name}' ({type(self).__name__}, estimator {self._state_tag()}): the weights were "
