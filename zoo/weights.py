@@ -291,10 +291,6 @@ def pretrained_path(model, estimator):
     return path
 
 
-#: Estimator keys that `weights=` accepts to name the shipped weights of another estimator.
-ESTIMATOR_KEYS = ("dab", "straight_through", "relaxed")
-
-
 def load(model, weights, model_name, estimator, config):
     """Loads `weights` (`"pretrained"`, an estimator key, `None` or a path) into the built Keras `model`.
 
@@ -345,7 +341,7 @@ def load(model, weights, model_name, estimator, config):
     """
     if weights is None:
         return None
-    if isinstance(weights, str) and weights in ("pretrained", *ESTIMATOR_KEYS):
+    if isinstance(weights, str) and weights in ("pretrained", *ESTIMATORS):
         trained_with = estimator if weights == "pretrained" else weights
         if trained_with is None:
             raise ValueError(
