@@ -50,11 +50,12 @@ def perturb_state(layer):
 
 def test_one_estimator_object_gives_each_layer_its_own_state():
     x = np.ones((2, 4), "float32")
-    shared = estimators.DAB(gamma=2.0)
-    a, b = layers.Sign(estimator=shared), layers.Sign(estimator=shared)
-    a(x), b(x)
-    assert a.approximator is not b.approximator
-    assert not {id(v) for v in a.weights} & {id(v) for v in b.weights}
+    for shared in (estimators.DAB(gamma=2.0), estimators.DAB(approximator=layers.ElementwiseMLP(units=(4,)))):
+        a, b = layers.Sign(estimator=shared), layers.Sign(estimator=shared)
+        a(x), b(x)
+        assert a.approximator is not b.approximator  # one owner each, not the estimator's template
+        assert shared.approximator is None or not shared.approximator.built
+        assert not {id(v) for v in a.weights} & {id(v) for v in b.weights}
     relaxed_a, relaxed_b = layers.ArgMax(estimator="relaxed"), layers.ArgMax(estimator="relaxed")
     relaxed_a(x), relaxed_b(x)
     relaxed_a.temperature.assign(0.25)
