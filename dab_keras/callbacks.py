@@ -38,7 +38,9 @@ def exponential_decay(initial, rate, minimum=0.0):
 class TemperatureSchedule(keras.callbacks.Callback):
     """Sets the temperature τ of `dab_keras` layers from a schedule during `fit`.
 
-    τ lives in each layer's non-trainable `temperature` variable, so changing it does not retrace the
+    τ lives in each layer's non-trainable `temperature` variable (created by its estimator, in
+    `layer.estimator_state`; the callback finds it through `layer.temperature`, the one annealing mechanism
+    of the package and its zoo), so changing it does not retrace the
     train function (graph mode, XLA, JAX alike). The new value is also what `get_config` saves. At the
     end of each epoch the callback adds the τ of the first layer it updates to the epoch logs as
     `temperature` (so `History` and `CSVLogger` record it).

@@ -61,8 +61,8 @@ def run(samples=3_000_000, jit_compile=None, verbose="auto", estimators=("dab", 
         for estimator in estimators:
             print(f"\nTraining a sorter with estimator={estimator!r} on {samples:,} sequences:")
             if estimator == "dab":
-                print("(DAB's `loss` includes gamma x the approximation error that trains its approximator, so")
-                print(" compare the estimators by their accuracies, not by `loss`.)")
+                print("(`loss` is the task loss for every estimator; DAB logs the loss that trains its approximator")
+                print(" apart, as `dab_loss`.)")
             result = training.train(
                 "sorter",
                 estimator=estimator,
