@@ -140,7 +140,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--memory-n", type=int, default=16384)
-    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time", type=float, default=0.3)
     parser.add_argument("--cases", default=None, help="comma-separated subset of the cases")

@@ -26,10 +26,13 @@ Written around the column $\sigma(i)$ where row $i$ peaks ($x_j - v_i = (x_j - x
 (x_{\sigma(i)} - v_i)$), a one-hot row cancels exactly.
 """
 
+import functools
+
+import keras
 from keras import ops
 
 KINDS = ("neuralsort", "softsort")
-DEFAULT_BLOCK_SIZE = 32
+DEFAULT_BLOCK_SIZE = 64
 
 
 def _rows(t, start, size):
@@ -46,6 +49,154 @@ def _matvec(e, v):
 def _weighted_rows(weights, e):
     """`weights @ e` for weights (batch, K, B) and e (batch, B, n): K weighted sums of e's rows."""
     return ops.matmul(weights, e)
+
+
+def _exp_logits(kind, block, start, s, a, y_padded, row_factors):
+    """$E = e^L$ for the rows `[start, start + block)`: (batch, block, n)."""
+    if kind == "neuralsort":
+        # Z_ij = r_i s_j - a_j, element-wise (a matrix product with an inner size of 2 fuses with nothing).
+        rb = _rows(row_factors, start, block)[..., 0]
+        logits = ops.expand_dims(rb, -1) * ops.expand_dims(s, -2) - ops.expand_dims(a, -2)
+        # The exact row maximum: the analytic one (the i-th largest entry) is off by round-off that
+        # β amplifies, which could underflow a whole row.
+        return ops.exp(logits - ops.max(logits, axis=-1, keepdims=True, initial=-float("inf")))
+    yb = _rows(y_padded, start, block)
+    return ops.exp(-ops.abs(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2)))
+
+
+def _kernels(kind, mode, n, block):
+    """The blocked forward pass and its recomputing backward pass, as two functions of tensors only.
+
+    `forward(y, s, a, x, scale, r) -> (out, den)` and
+    `backward(y, s, a, x, scale, r, perm, out, den, upstream) -> (dy, ds, da, dx)` (the column gradients
+    before the final multiplication by `scale`); `den` holds the row sums $d_i$ (padded rows: 1).
+    """
+    blocks = -(-n // block)
+    pad = blocks * block - n
+    width = blocks * block
+
+    def padded(t):
+        # Repeat the last row: a real row keeps every softmax finite; its weight and gradient are 0.
+        return ops.concatenate([t, ops.repeat(t[:, -1:], pad, axis=1)], axis=1) if pad else t
+
+    def zero_padded(t):
+        return ops.pad(t, ((0, 0), (0, pad))) if pad else t
+
+    def setup(y, s, r):
+        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), s.dtype), ops.shape(s)))
+        # NeuralSort's row i of Z is [r_i, -1] · [s_j, a_j]: one matrix product per block.
+        row_factors = padded(ops.stack([r, -ops.ones_like(r)], axis=-1))  # (batch, n_pad, 2)
+        return weights, row_factors, padded(y)
+
+    def forward(y, s, a, x, scale, r):
+        dtype = s.dtype
+        batch = ops.shape(s)[0]
+        weights, row_factors, y_padded = setup(y, s, r)
+
+        def body(b, carry):
+            out, den = carry
+            start = b * block
+            e = _exp_logits(kind, block, start, s, a, y_padded, row_factors)
+            if mode == "values":
+                sums = ops.matmul(e, ops.stack([x, ops.ones_like(x)], axis=-1))  # (batch, B, 2)
+                d = sums[..., 1]
+                out = ops.slice_update(out, (0, start), scale * (sums[..., 0] / d))
+            else:
+                d = ops.sum(e, axis=-1)
+                coef = _rows(weights, start, block) / d
+                out = out + ops.squeeze(_weighted_rows(ops.expand_dims(coef, -2), e), -2)
+            return out, ops.slice_update(den, (0, start), d)
+
+        init = (ops.zeros((batch, width if mode == "values" else n), dtype=dtype), ops.ones((batch, width), dtype))
+        out, den = ops.fori_loop(0, blocks, body, init)
+        if mode == "values":
+            out = out[:, :n]
+        return out, den
+
+    def backward(y, s, a, x, scale, r, perm, out, den, g):
+        dtype = s.dtype
+        batch = ops.shape(s)[0]
+        weights, row_factors, y_padded = setup(y, s, r)
+        # Row i's entries concentrate near column σ(i) (the i-th in sorted order), so L̄ is written
+        # around that column: x_j - v_i = (x_j - x_σ(i)) + δ_i, with δ_i = x_σ(i) - v_i formed
+        # directly. Then a hard row cancels exactly (no β-amplified round-off when P̂ is one-hot).
+        colvals = x if mode == "values" else g
+        sorted_vals = padded(ops.take_along_axis(colvals, ops.cast(perm, "int32"), axis=-1))
+        if mode == "values":
+            alpha_all = zero_padded(g) / den  # (batch, n_pad)
+            delta_all = sorted_vals - padded(out / scale)
+
+        def body(b, acc):
+            start = b * block
+            e = _exp_logits(kind, block, start, s, a, y_padded, row_factors)
+            d = _rows(den, start, block)
+            rowvals = _rows(sorted_vals, start, block)
+            if mode == "values":
+                # L̄_ij = α_i E_ij (x_j - v_i), α = g / d.
+                alpha, delta = _rows(alpha_all, start, block), _rows(delta_all, start, block)
+            else:
+                # L̄_ij = α_i E_ij (g_j - t_i), α = w / d, t_i = Σ_k P̂_ik g_k.
+                alpha = _rows(weights, start, block) / d
+                delta = rowvals - _matvec(e, g) / d
+            if kind == "neuralsort":
+                rb = _rows(row_factors, start, block)[..., 0]
+                # (r α) x_σ rounds as x_j (r α) does, so a one-hot row cancels exactly in x_j M0 - M1.
+                ra = rb * alpha
+                u = ops.stack([ra, ra * rowvals, ra * delta, alpha, alpha * rowvals, alpha * delta], axis=-2)
+                return acc + _weighted_rows(u, e)  # (batch, 6, n): combined by `finish`
+            yb = _rows(y_padded, start, block)
+            sign = ops.sign(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2))
+            diff = ops.expand_dims(colvals, -2) - ops.expand_dims(rowvals - delta, -1)
+            # ∂L_ij/∂y_i = -sign(y_i - s_j), ∂L_ij/∂s_j = +sign(y_i - s_j).
+            signed = e * diff * sign * ops.expand_dims(alpha, -1)
+            dy, ds, dx = acc
+            dy = ops.slice_update(dy, (0, start), -ops.sum(signed, axis=-1))
+            ds = ds + ops.sum(signed, axis=-2)
+            if mode == "values":
+                dx = dx + ops.squeeze(_weighted_rows(ops.expand_dims(alpha, -2), e), -2)
+            return dy, ds, dx
+
+        if kind == "neuralsort":
+            return ops.fori_loop(0, blocks, body, ops.zeros((batch, 6, n), dtype))
+        zeros = ops.zeros_like(s)
+        dy, ds, dx = ops.fori_loop(0, blocks, body, (ops.zeros((batch, width), dtype), zeros, zeros))
+        return dy[:, :n], ds, dx
+
+    def finish(acc, x, g):
+        """`backward`'s result as `(dy, ds, da, dx)`.
+
+        NeuralSort's column sums are combined here, outside the compiled kernel, where no fused
+        multiply-add rounds `x_j M0 - M1` differently from its two products (a one-hot row cancels
+        exactly only with both products rounded).
+        """
+        if kind != "neuralsort":
+            dy, ds, dx = acc
+            return dy, ds, ops.zeros_like(ds), dx
+        colvals = x if mode == "values" else g
+        ds = colvals * acc[:, 0] - acc[:, 1] + acc[:, 2]
+        da = -(colvals * acc[:, 3] - acc[:, 4] + acc[:, 5])
+        dx = acc[:, 3] if mode == "values" else ops.zeros_like(ds)
+        return ops.zeros_like(ds), ds, da, dx
+
+    return forward, backward, finish
+
+
+@functools.cache
+def _compiled_kernels(backend, kind, mode, n, block):
+    """`_kernels`, on TensorFlow each compiled with XLA.
+
+    In TensorFlow graph mode every op of a block is a separate kernel making a full pass over the
+    (batch, block, n) logits; XLA fuses the exponential, the row maximum and sums into the matrix
+    products' neighbours. Under an enclosing `jit_compile=True` function the inner one is inlined into the
+    same cluster. JAX: the caller's `jax.jit` already compiles the whole step.
+    """
+    forward, backward, finish = _kernels(kind, mode, n, block)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        forward = tf.function(forward, jit_compile=True, autograph=False)
+        backward = tf.function(backward, jit_compile=True, autograph=False)
+    return forward, backward, finish
 
 
 def soft_permute(kind, rows, s, a, x, scale, mode, block_size=DEFAULT_BLOCK_SIZE):
@@ -70,108 +221,24 @@ def soft_permute(kind, rows, s, a, x, scale, mode, block_size=DEFAULT_BLOCK_SIZE
     """
     n = s.shape[-1]
     block = max(1, min(int(block_size), n))
-    blocks = -(-n // block)
-    pad = blocks * block - n
     dtype = s.dtype
-
-    def padded(t):
-        # Repeat the last row: a real row keeps every softmax finite; its weight and gradient are 0.
-        return ops.concatenate([t, ops.repeat(t[:, -1:], pad, axis=1)], axis=1) if pad else t
-
-    def zero_padded(t):
-        return ops.pad(t, ((0, 0), (0, pad))) if pad else t
-
-    def exp_logits(start, s, a, y, row_factors):
-        if kind == "neuralsort":
-            cols = ops.stack([s, a], axis=-2)  # (batch, 2, n)
-            logits = ops.matmul(_rows(row_factors, start, block), cols)
-            # The exact row maximum: the analytic one (the i-th largest entry) is off by round-off that
-            # β amplifies, which could underflow a whole row.
-            return ops.exp(logits - ops.max(logits, axis=-1, keepdims=True, initial=-float("inf")))
-        yb = _rows(padded(y), start, block)
-        return ops.exp(-ops.abs(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2)))
+    forward, backward, finish = _compiled_kernels(keras.backend.backend(), kind, mode, n, block)
 
     # Every tensor the gradient uses is an argument (JAX cannot close over traced values here).
     @ops.custom_gradient
     def fn(y, s, a, x, scale, r, perm):
-        batch = ops.shape(s)[0]
-        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), dtype), ops.shape(s)))
-        # NeuralSort's row i of Z is [r_i, -1] · [s_j, a_j]: one matrix product per block.
-        row_factors = padded(ops.stack([r, -ops.ones_like(r)], axis=-1))  # (batch, n_pad, 2)
-
-        def forward(b, carry):
-            out, den = carry
-            start = b * block
-            e = exp_logits(start, s, a, y, row_factors)
-            if mode == "values":
-                sums = ops.matmul(e, ops.stack([x, ops.ones_like(x)], axis=-1))  # (batch, B, 2)
-                d = sums[..., 1]
-                out = ops.slice_update(out, (0, start), scale * (sums[..., 0] / d))
-            else:
-                d = ops.sum(e, axis=-1)
-                coef = _rows(weights, start, block) / d
-                out = out + ops.squeeze(_weighted_rows(ops.expand_dims(coef, -2), e), -2)
-            return out, ops.slice_update(den, (0, start), d)
-
-        width = blocks * block
-        init = (ops.zeros((batch, width if mode == "values" else n), dtype=dtype), ops.ones((batch, width), dtype))
-        out, den = ops.fori_loop(0, blocks, forward, init)
-        if mode == "values":
-            out = out[:, :n]
+        # No gradient flows through the kernels themselves (this function's gradient is `grad`); cutting
+        # them off keeps TensorFlow's tape from differentiating the compiled loop.
+        out, den = forward(*(ops.stop_gradient(t) for t in (y, s, a, x, scale, r)))
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
             g = ops.cast(upstream, dtype)
-            # Row i's entries concentrate near column σ(i) (the i-th in sorted order), so L̄ is written
-            # around that column: x_j - v_i = (x_j - x_σ(i)) + δ_i, with δ_i = x_σ(i) - v_i formed
-            # directly. Then a hard row cancels exactly (no β-amplified round-off when P̂ is one-hot).
-            colvals = x if mode == "values" else g
-            sorted_vals = padded(ops.take_along_axis(colvals, ops.cast(perm, "int32"), axis=-1))
-            if mode == "values":
-                alpha_all = zero_padded(g) / den  # (batch, n_pad)
-                delta_all = sorted_vals - padded(out / scale)
-
-            def backward(b, acc):
-                dy, ds, da, dx = acc
-                start = b * block
-                e = exp_logits(start, s, a, y, row_factors)
-                d = _rows(den, start, block)
-                rowvals = _rows(sorted_vals, start, block)
-                if mode == "values":
-                    # L̄_ij = α_i E_ij (x_j - v_i), α = g / d.
-                    alpha, delta = _rows(alpha_all, start, block), _rows(delta_all, start, block)
-                else:
-                    # L̄_ij = α_i E_ij (g_j - t_i), α = w / d, t_i = Σ_k P̂_ik g_k.
-                    alpha = _rows(weights, start, block) / d
-                    delta = rowvals - _matvec(e, g) / d
-                if kind == "neuralsort":
-                    rb = _rows(row_factors, start, block)[..., 0]
-                    # (r α) x_σ rounds as x_j (r α) does, so a one-hot row cancels exactly in x_j M0 - M1.
-                    ra = rb * alpha
-                    u = ops.stack([ra, ra * rowvals, ra * delta, alpha, alpha * rowvals, alpha * delta], axis=-2)
-                    sums = _weighted_rows(u, e)  # (batch, 6, n)
-                    ds = ds + (colvals * sums[:, 0] - sums[:, 1] + sums[:, 2])
-                    da = da - (colvals * sums[:, 3] - sums[:, 4] + sums[:, 5])
-                    if mode == "values":
-                        dx = dx + sums[:, 3]
-                else:
-                    yb = _rows(padded(y), start, block)
-                    sign = ops.sign(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2))
-                    diff = ops.expand_dims(colvals, -2) - ops.expand_dims(rowvals - delta, -1)
-                    # ∂L_ij/∂y_i = -sign(y_i - s_j), ∂L_ij/∂s_j = +sign(y_i - s_j).
-                    signed = e * diff * sign * ops.expand_dims(alpha, -1)
-                    dy = ops.slice_update(dy, (0, start), -ops.sum(signed, axis=-1))
-                    ds = ds + ops.sum(signed, axis=-2)
-                    if mode == "values":
-                        dx = dx + ops.squeeze(_weighted_rows(ops.expand_dims(alpha, -2), e), -2)
-                return dy, ds, da, dx
-
-            zeros = ops.zeros_like(s)
-            acc = (ops.zeros((batch, width), dtype), zeros, zeros, zeros)
-            dy, ds, da, dx = ops.fori_loop(0, blocks, backward, acc)
+            acc = backward(*(ops.stop_gradient(t) for t in (y, s, a, x, scale, r, perm, out, den, g)))
+            dy, ds, da, dx = finish(acc, x, g)
             c = scale if mode == "values" else ops.ones_like(scale)
-            return (c * dy[:, :n], c * ds, c * da, dx, ops.zeros_like(scale), ops.zeros_like(r), ops.zeros_like(perm))
+            return (c * dy, c * ds, c * da, dx, ops.zeros_like(scale), ops.zeros_like(r), ops.zeros_like(perm))
 
         return out, grad
 

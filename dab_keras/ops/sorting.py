@@ -349,7 +349,7 @@ def soft_sort_values(x, temperature, direction="ascending", relaxation="neuralso
             not read back, so an invalid one gives NaN outputs). Gradients reach a tensor τ.
         direction: `"ascending"` or `"descending"`. Defaults to `"ascending"`.
         relaxation: `"neuralsort"` or `"softsort"`. Defaults to `"neuralsort"`.
-        block_size: Rows of $\hat P$ per block, an integer >= 1. Defaults to `32`.
+        block_size: Rows of $\hat P$ per block, an integer >= 1. Defaults to `64`.
 
     Returns:
         A tensor of `x`'s shape and dtype: convex combinations of the entries, in `direction` order.
@@ -391,7 +391,7 @@ def soft_rank(x, temperature, direction="ascending", relaxation="neuralsort",
         direction: `"ascending"` (rank 1 for the smallest) or `"descending"`. Defaults to
             `"ascending"`.
         relaxation: `"neuralsort"` or `"softsort"`. Defaults to `"neuralsort"`.
-        block_size: Rows of $\hat P$ per block, an integer >= 1. Defaults to `32`.
+        block_size: Rows of $\hat P$ per block, an integer >= 1. Defaults to `64`.
 
     Returns:
         A tensor of `x`'s shape and dtype (soft ranks; each slice sums to about n(n+1)/2).

@@ -228,3 +228,70 @@ def test_blocked_under_jit_matches_eager(rng, mode, relaxation):
                                                                                block_size=4), x, w),
                                rtol=1e-3, atol=1e-4)
     assert np.isfinite(float(gt))
+
+
+def _xla_calls(graph):
+    """The function calls in `graph` (and the functions it defines) that XLA must compile."""
+    calls = []
+    graphs = [graph] + [f.graph for f in graph._functions.values() if hasattr(f, "graph")]
+    for g in graphs:
+        for op in g.get_operations():
+            if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
+                try:
+                    if op.get_attr("_XlaMustCompile"):
+                        calls.append(op)
+                except ValueError:
+                    pass
+    return calls
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("mode", sorted(BLOCKED))
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+def test_blocked_kernels_compile_with_xla_in_tensorflow_graph_mode(rng, mode, relaxation):
+    # In graph mode (no jit_compile) the forward and the recomputing backward pass each run as one XLA
+    # cluster, for any batch size (unknown in the signature), with the eager value and gradient.
+    import tensorflow as tf
+
+    blocked, dense = BLOCKED[mode]
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 10), tf.float32)] * 2)
+    def step(v, w):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            loss = tf.reduce_sum(blocked(v, 0.5, relaxation=relaxation, block_size=4) * w)
+        return loss, tape.gradient(loss, v)
+
+    assert len(_xla_calls(step.get_concrete_function().graph)) >= 2
+    for batch in (3, 1):
+        x = rng.normal(size=(batch, 10)).astype("float32")
+        w = rng.normal(size=(batch, 10)).astype("float32")
+        loss, gx = step(tf.constant(x), tf.constant(w))
+        eager = np.asarray(blocked(x, 0.5, relaxation=relaxation, block_size=4))
+        np.testing.assert_allclose(float(loss), float((eager * w).sum()), rtol=1e-5)
+        expected = gradients.vjp(lambda v: dense(v, 0.5, "ascending", relaxation), x, w)
+        np.testing.assert_allclose(gx.numpy(), expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.tensorflow_only
+def test_blocked_runs_under_a_distribution_strategy(rng):
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    x = rng.normal(size=(2, 9)).astype("float32")
+    w = rng.normal(size=(2, 9)).astype("float32")
+
+    @tf.function
+    def step(v):
+        def replica(v):
+            with tf.GradientTape() as tape:
+                tape.watch(v)
+                loss = tf.reduce_sum(dab_ops.soft_sort_values(v, 0.5, block_size=4) * w)
+            return tape.gradient(loss, v)
+
+        return strategy.run(replica, args=(v,))
+
+    with strategy.scope():
+        gx = step(tf.constant(x))
+    expected = gradients.vjp(lambda v: dense_values(v, 0.5, "ascending", "neuralsort"), x, w)
+    np.testing.assert_allclose(gx.numpy(), expected, rtol=1e-3, atol=1e-4)
