@@ -22,6 +22,7 @@ from pathlib import Path
 
 import keras
 
+from dab_keras import layers as dab_layers
 from dab_keras.zoo import data as zoo_data
 from dab_keras.zoo import distribute, registry
 from dab_keras.zoo import task as zoo_task
@@ -645,7 +646,9 @@ class _LayerScalars(keras.callbacks.Callback):
         if optimizer is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         for layer in self.model._flatten_layers(include_self=False):
-            temperature = getattr(layer, "temperature", None)
+            if not isinstance(layer, dab_layers.DiscreteLayer):
+                continue  # τ is reported once, by the hard layer (not again by its estimator state)
+            temperature = layer.temperature
             if isinstance(temperature, keras.Variable):
                 logs[f"{layer.name}_temperature"] = float(keras.ops.convert_to_numpy(temperature))
 

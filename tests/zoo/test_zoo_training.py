@@ -223,6 +223,14 @@ def test_tensorboard_gets_temperatures_approximation_errors_and_a_schedule_given
         assert [float(row["sign_temperature"]) for row in csv.DictReader(f)] == [1.0, 0.5]
 
 
+def test_each_hard_layer_logs_its_temperature_once(tmp_path):
+    training.train("sorter", estimator="relaxed", samples=64 * 3, batch_size=64, steps_per_epoch=3,
+                   output_dir=tmp_path, verbose=0, config=_SMALL, evaluate_at_end=False)
+    with open(tmp_path / "log.csv") as f:
+        columns = next(csv.reader(f))
+    assert [c for c in columns if c.endswith("temperature") and not c.startswith("val_")] == ["sign_temperature"]
+
+
 class _SlowFirstEpoch(keras.callbacks.Callback):
     """Adds 2 s to the first epoch, as compilation does."""
 
