@@ -145,6 +145,43 @@ class Placement:
         return False
 
 
+def check_strategy(strategy):
+    """Checks a strategy name and its backend, creating nothing (`resolve` creates the placement).
+
+    Args:
+        strategy: `None`, one of `STRATEGIES`, or a strategy / distribution instance (returned as is).
+
+    Returns:
+        `strategy`.
+
+    Raises:
+        ValueError: for an unknown name, or a name that needs another backend.
+
+    Examples:
+        >>> check_strategy(None) is None
+        True
+    """
+    if strategy is None or not isinstance(strategy, str):
+        return strategy
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"`strategy` must be None, one of {list(STRATEGIES)}, a tf.distribute.Strategy or a "
+            f"keras.distribution DataParallel or ModelParallel. Received: strategy={strategy!r}"
+        )
+    backend = keras.backend.backend()
+    if strategy == "data_parallel" and backend != "jax":
+        raise ValueError(
+            "strategy='data_parallel' uses keras.distribution and needs KERAS_BACKEND=jax (the backend "
+            f"is {backend!r}); on TensorFlow use 'mirrored' or 'multi_worker'."
+        )
+    if strategy != "data_parallel" and backend != "tensorflow":
+        raise ValueError(
+            f"strategy={strategy!r} uses tf.distribute and needs KERAS_BACKEND=tensorflow (the backend is "
+            f"{backend!r}); on JAX use 'data_parallel' (or no strategy: automatic over several devices)."
+        )
+    return strategy
+
+
 def resolve(strategy, batch_size):
     """The `Placement` of a run: `strategy` by name or instance, or automatic (`None`).
 
@@ -176,28 +213,14 @@ def resolve(strategy, batch_size):
         return _data_parallel(strategy, type(strategy).__name__, batch_size)
     if hasattr(strategy, "scope") and hasattr(strategy, "num_replicas_in_sync"):
         return _tf_placement(strategy, type(strategy).__name__)
-    if strategy is not None and strategy not in STRATEGIES:
-        raise ValueError(
-            f"`strategy` must be None, one of {list(STRATEGIES)}, a tf.distribute.Strategy or a "
-            f"keras.distribution DataParallel or ModelParallel. Received: strategy={strategy!r}"
-        )
+    check_strategy(strategy)
     if strategy is None:
         if backend == "jax" and keras.distribution.distribution() is None:
             if len(keras.distribution.list_devices()) > 1:
                 return _data_parallel(_new_data_parallel(), "data_parallel (automatic)", batch_size)
         return Placement(name=None, strategy=None, distribution=None)
     if strategy == "data_parallel":
-        if backend != "jax":
-            raise ValueError(
-                "strategy='data_parallel' uses keras.distribution and needs KERAS_BACKEND=jax (the backend "
-                f"is {backend!r}); on TensorFlow use 'mirrored' or 'multi_worker'."
-            )
         return _data_parallel(_new_data_parallel(), strategy, batch_size)
-    if backend != "tensorflow":
-        raise ValueError(
-            f"strategy={strategy!r} uses tf.distribute and needs KERAS_BACKEND=tensorflow (the backend is "
-            f"{backend!r}); on JAX use 'data_parallel' (or no strategy: automatic over several devices)."
-        )
     import tensorflow as tf
 
     if strategy == "mirrored":

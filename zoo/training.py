@@ -158,26 +158,6 @@ def _whole_number(name, value, minimum):
     return result
 
 
-def _check_strategy(strategy):
-    # The name and its backend; `distribute.resolve` (called by `train`) creates the placement.
-    if strategy is None or not isinstance(strategy, str):
-        return strategy
-    if strategy not in distribute.STRATEGIES:
-        raise ValueError(
-            f"`strategy` must be None, one of {list(distribute.STRATEGIES)}, a tf.distribute.Strategy or a "
-            f"keras.distribution DataParallel. Received: strategy={strategy!r}"
-        )
-    backend = keras.backend.backend()
-    needs = "jax" if strategy == "data_parallel" else "tensorflow"
-    if backend != needs:
-        other = "'mirrored' or 'multi_worker'" if needs == "jax" else "'data_parallel' (or no strategy)"
-        raise ValueError(
-            f"strategy={strategy!r} needs KERAS_BACKEND={needs} (the backend is {backend!r}); "
-            f"on {backend} use {other}."
-        )
-    return strategy
-
-
 def _accepts(function, name):
     return name in inspect.signature(function).parameters
 
@@ -260,7 +240,7 @@ def check_arguments(
     seed = _whole_number("seed", seed, 0)
     if jit_compile is not None and not isinstance(jit_compile, bool):
         raise ValueError(f"`jit_compile` must be None, True or False. Received: jit_compile={jit_compile!r}")
-    strategy = _check_strategy(strategy)
+    strategy = distribute.check_strategy(strategy)
     steps_per_execution = _whole_number("steps_per_execution", steps_per_execution, 1)
     steps_per_epoch = _whole_number("steps_per_epoch", steps_per_epoch, 1)
     if config is not None and not isinstance(config, dict):
