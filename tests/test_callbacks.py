@@ -142,7 +142,7 @@ def test_only_listed_layers_and_layers_with_temperature():
     inputs = keras.Input((3,))
     annealed = layers.Sign(estimator="relaxed", name="annealed")
     kept = layers.Quantize(levels=3, estimator="straight_through", name="kept")
-    bridged = layers.Sign(estimator="dab", name="bridged")  # no temperature: skipped
+    bridged = layers.Sign(estimator=estimators.DAB(residual=False), name="bridged")  # no temperature: skipped
     model = keras.Model(inputs, bridged(kept(annealed(inputs))))
     everything = TemperatureSchedule(lambda epoch: 0.5)
     everything.set_model(model)

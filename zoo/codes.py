@@ -10,7 +10,7 @@ from dab_keras import layers as dab_layers
 from dab_keras.zoo import weights as zoo_weights
 
 
-def code_estimator(estimator, width, approximator_units):
+def code_estimator(estimator, width, approximator_units, residual=False):
     """The estimator of a `Sign` code of `width` units: `"dab"` by name gets a dense approximator.
 
     The approximator is a tanh MLP over the whole code (`AxisMLP`, the DAB reference's "batch"
@@ -21,6 +21,8 @@ def code_estimator(estimator, width, approximator_units):
         estimator: Estimator name or `Estimator` instance.
         width: Width of the code (the `Sign` layer's input).
         approximator_units: Hidden widths of the approximator.
+        residual: The DAB's `residual` (`True`: the approximator corrects the identity surrogate and
+            starts at zero; `False`: the paper's g alone). Defaults to `False`.
 
     Returns:
         A `dab_keras.estimators.DAB` with an `AxisMLP((width,), units=approximator_units)` approximator
@@ -31,15 +33,17 @@ def code_estimator(estimator, width, approximator_units):
 
     Examples:
         >>> code_estimator("dab", 256, (128,))
-        DAB(approximator=<approximator>, gamma=10.0)
+        DAB(approximator=<approximator>, gamma=10.0, residual=False, temperature=1.0)
         >>> code_estimator("relaxed", 256, (128,))
         'relaxed'
     """
     if isinstance(estimator, str) and zoo_weights.estimator_key(estimator) == "dab":
         return dab_estimators.DAB(
-            approximator=dab_layers.AxisMLP((width,), units=approximator_units, name="approximator")
+            approximator=dab_layers.AxisMLP((width,), units=approximator_units, name="approximator"),
+            residual=residual,
         )
     return estimator
+
 
 def copy_layer_weights(target, source):
     """Copies the weights of each layer of `target` from the layer of `source` with the same name.

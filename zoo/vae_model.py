@@ -80,7 +80,7 @@ def _as_tuple(units):
     return (units,) if isinstance(units, int) else tuple(units)
 
 
-def _estimator(estimator, latent, temperature, approximator_units, categories):
+def _estimator(estimator, latent, temperature, approximator_units, categories, residual=False):
     """The estimator object of the sampling layer: names get the zoo's settings, objects pass through."""
     if not isinstance(estimator, str):
         return dab_estimators.get(estimator)
@@ -94,7 +94,7 @@ def _estimator(estimator, latent, temperature, approximator_units, categories):
         approximator = dk.layers.AxisMLP((categories,), units=approximator_units, name="approximator")
     else:
         approximator = dk.layers.ElementwiseMLP(units=approximator_units, name="approximator")
-    return dab_estimators.DAB(approximator=approximator)
+    return dab_estimators.DAB(approximator=approximator, residual=residual, temperature=temperature)
 
 
 @keras.saving.register_keras_serializable(package="dab_keras.zoo", name="DiscreteVAE")

@@ -72,9 +72,9 @@ def main(argv=None):
         return 2
     out = args.out or os.path.join("study_runs", table.name)
     estimators = tuple(args.estimators or table.estimators)
-    unknown = [e for e in estimators if e not in tasks.ESTIMATORS]
+    unknown = [e for e in estimators if e not in tasks.ESTIMATOR_CHOICES]
     if unknown:
-        print(f"`--estimators` must be among {tasks.ESTIMATORS}. Received: {unknown}", file=sys.stderr)
+        print(f"`--estimators` must be among {tuple(tasks.ESTIMATOR_CHOICES)}. Received: {unknown}", file=sys.stderr)
         return 2
     steps = tuple(sorted(set(args.steps or table.steps)))
     seeds = args.seeds if args.seeds is not None else table.seeds

@@ -15,6 +15,28 @@ TABLES = {}
 ESTIMATORS = ("straight_through", "relaxed", "dab")
 
 
+def _paper_dab():
+    from dab_keras import estimators
+
+    return estimators.DAB(residual=False)
+
+
+# Every estimator a table may name: an alias the layers take, or a factory of a fresh estimator object.
+# `dab` is the library's default (a residual approximator); `dab_paper` is g alone, as in the paper.
+ESTIMATOR_CHOICES = {
+    "straight_through": "straight_through",
+    "relaxed": "relaxed",
+    "dab": "dab",
+    "dab_paper": _paper_dab,
+}
+
+
+def make_estimator(name):
+    """The `estimator=` argument for the estimator named `name` in a table (a key of `ESTIMATOR_CHOICES`)."""
+    choice = ESTIMATOR_CHOICES[name]
+    return choice() if callable(choice) else choice
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A trainable task of the study.
@@ -140,7 +162,7 @@ def _mlp_builder(hidden):
         import keras
 
         keras.utils.set_random_seed(seed)
-        hard_layers, activation = hidden(estimator)
+        hard_layers, activation = hidden(make_estimator(estimator))
         model = keras.Sequential(
             [keras.Input((784,)), keras.layers.Dense(256, activation="relu"),
              keras.layers.Dense(64, activation=activation), *hard_layers, keras.layers.Dense(10)]

@@ -15,7 +15,7 @@ way, as `keras.quantizers` does.
 
 import keras
 
-from dab_keras.estimators.base import Bridgeable, Estimator, InferenceOnly, bridge
+from dab_keras.estimators.base import Bridgeable, Estimator, InferenceOnly, bridge, default_surrogate
 from dab_keras.estimators.dab import DAB, DABState
 from dab_keras.estimators.relaxed import Relaxed
 from dab_keras.estimators.state import EstimatorState, RunningSums, SumsMetric
@@ -120,5 +120,6 @@ __all__ = [
     "deserialize",
     "get",
     "bridge",
+    "default_surrogate",
     "serialize",
 ]

@@ -49,6 +49,35 @@ def bridge(hard, surrogate):
     return _bridge(ops.stop_gradient(hard), surrogate)
 
 
+def default_surrogate(op, x, temperature):
+    r"""The op's straight-through surrogate $s(x)$: its identity surrogate if it has one, else its relaxation.
+
+    This is the surrogate of `StraightThrough(surrogate="auto")` and the start of a residual `DAB`'s
+    approximator: the identity for `Sign`, `Quantize` and `VectorQuantize`, the relaxation at
+    temperature τ for `ArgMax`, `Sort` and `TopK`.
+
+    Args:
+        op: The layer that owns the op (a `Bridgeable`).
+        x: The op's input (op axis last).
+        temperature: τ of the relaxation (a float or scalar tensor), used when the op has no identity
+            surrogate.
+
+    Returns:
+        A tensor shaped like the op's hard output, differentiable in `x`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> x = keras.ops.convert_to_tensor([[2.0, 0.0]])
+        >>> np.asarray(default_surrogate(dab_keras.layers.Sign(), x, 1.0)).tolist()  # the identity
+        [[2.0, 0.0]]
+        >>> np.asarray(default_surrogate(dab_keras.layers.ArgMax(), x, 1.0)).round(3).tolist()  # softmax
+        [[0.881, 0.119]]
+    """
+    s = op.identity_surrogate(x)
+    return op.relax(x, temperature) if s is None else s
+
+
 class Bridgeable(typing.Protocol):
     """What an estimator needs from the layer that owns the op (implemented by `dab_keras.layers`).
 
@@ -193,6 +222,19 @@ class Estimator:
     name = None
     temperature = None
     inference_only = False
+
+    @property
+    def state_tag(self):
+        """The prefix of this estimator's state keys in weight files (default: the class name).
+
+        A layer loads saved estimator state only when the file's tag is this one (otherwise its state
+        starts fresh, with a warning), so estimators whose state means different things under the same
+        shapes must have different tags.
+
+        Returns:
+            A string.
+        """
+        return type(self).__name__
 
     def build(self, layer, op_shape):
         """Creates the state this estimator needs for `layer` (called by the layer's `build`).

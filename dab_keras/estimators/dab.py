@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
-from dab_keras.estimators.base import Estimator, bridge
+from dab_keras.estimators.base import Estimator, bridge, default_surrogate
 from dab_keras.estimators.state import EstimatorState, RunningSums, SumsMetric
 
 
@@ -29,21 +29,26 @@ def approximator_output(approximator, x):
     return ops.cast(outputs, "float32")
 
 
-def approximation_error(approximator, x, hard):
+def approximation_error(approximator, x, hard, base=None):
     r"""Per-batch mean of the per-example squared error $\sum (g(x) - h(x))^2$, training g only.
 
     The input is stop-gradient, so the error's gradient reaches g's weights and not `x`.
 
     Args:
-        approximator: A built Keras layer or model g.
+        approximator: A built Keras layer or model: g itself, or the learned correction c of a
+            residual approximator $g = s + c$.
         x: The op's input, `(batch, ...)`.
         hard: The hard output $h(x)$, shaped like $g(x)$ (no gradient flows into it).
+        base: Optional $s(x)$, shaped like `hard`, added to the network's output (no gradient flows into
+            it). Defaults to `None` ($g$ is the network alone).
 
     Returns:
         A float32 scalar: $\frac1B \sum_b \lVert g(x_b) - h(x_b) \rVert^2$ (the sum runs over all
         non-batch axes; for a rank-1 output, the mean of the squared errors).
     """
     g = ops.cast(approximator(ops.stop_gradient(ops.cast(x, approximator.compute_dtype))), "float32")
+    if base is not None:
+        g = g + ops.stop_gradient(ops.cast(base, "float32"))
     squared = ops.square(g - ops.stop_gradient(ops.cast(hard, "float32")))
     axes = tuple(range(1, len(squared.shape)))
     return ops.mean(ops.sum(squared, axis=axes) if axes else squared)
@@ -53,37 +58,57 @@ def approximation_error(approximator, x, hard):
 class DAB(Estimator):
     r"""Differentiable approximation bridge: hard forward, a learned approximator's gradient backward.
 
-    A small network $g$ (the approximator) is trained to imitate the hard op $h$; the layer outputs
+    A small network (the approximator) $g$ is trained to imitate the hard op $h$; the layer outputs
     $h(x)$ and back-propagates through $g$:
 
     $$ y = h(x), \qquad \frac{\partial L}{\partial x} = J_g(x)^\top \frac{\partial L}{\partial y},
     \qquad L_{\text{DAB}} = \gamma \cdot \frac1B \sum_{b=1}^{B} \lVert g(x_b) - h(x_b) \rVert_2^2. $$
 
-    The layer adds $L_{\text{DAB}}$'s gradient with `add_loss` (as $L - \operatorname{sg}(L)$: zero in
-    value, so the logged `loss` is the task loss for every estimator); it trains g only (its gradient
-    w.r.t. x is zero, as in the reference code), and the task loss never reaches g's weights. The
-    layer's output never depends on g at inference; g runs there only to report its error. The error and
-    the DAB loss are logged as `approximation_error` and `dab_loss` (`DABState`), in training and
-    evaluation.
+    **Residual approximator (default).** With `residual=True`, $g(x) = s(x) + c_\theta(x)$: the
+    network $c_\theta$ learns a correction to the op's straight-through surrogate $s$
+    (`dab_keras.estimators.default_surrogate`: the identity for `Sign`, `Quantize`, `VectorQuantize`;
+    the relaxation at temperature τ for `ArgMax`, `Sort`, `TopK`). The default network's output layer
+    starts at zero, so at step 0 DAB's gradient is exactly straight-through's and the DAB loss then
+    fits $c_\theta$ to $h - s$: the bridge starts from a working gradient instead of a random network's.
+    With `residual=False`, $g = c_\theta$ alone, as in the paper (and this library before the
+    residual default): its gradient is a random network's until g has been fitted.
 
-    Each layer gets its own approximator from `build` (a `DABState`): the layer's default, or a copy of
+    The layer adds $L_{\text{DAB}}$'s gradient with `add_loss` (as $L - \operatorname{sg}(L)$: zero in
+    value, so the logged `loss` is the task loss for every estimator); it trains $c_\theta$ only (its
+    gradient w.r.t. x is zero, as in the reference code), and the task loss never reaches $c_\theta$'s
+    weights. The layer's output never depends on g at inference; g runs there only to report its error.
+    The error and the DAB loss are logged as `approximation_error` and `dab_loss` (`DABState`), in
+    training and evaluation.
+
+    Each layer gets its own network from `build` (a `DABState`): the layer's default, or a copy of
     `approximator` (config and, when built, weights), so one estimator object can serve many layers.
 
-    Default approximators (built by the layer when `approximator=None`): an element-wise tanh MLP for
-    `Sign` and `Quantize`, a dense tanh MLP over the op's axis for `ArgMax`, `Sort`, `TopK` and over the
-    code dimension for `VectorQuantize` (`dab_keras.layers.approximators`).
+    Default networks (built by the layer when `approximator=None`): an element-wise tanh MLP for `Sign`
+    and `Quantize`, a dense tanh MLP over the op's axis for `ArgMax`, `Sort`, `TopK` and over the code
+    dimension for `VectorQuantize` (`dab_keras.layers.approximators`); with `residual=True` their output
+    layer is zero-initialised (`zero_output()`), also when such a network is given, unbuilt, as
+    `approximator`. Any other network given is used as it is (a built one keeps its weights): with
+    `residual=True` it is the correction, so start it near zero (e.g. a zero-initialised last layer) for
+    DAB to start as straight-through.
 
     Args:
         approximator: Optional Keras layer or model mapping the op's input (with the op's axis last) to a
             tensor shaped like its hard output: a template that each layer copies. Defaults to `None`
-            (the layer's default approximator).
-        gamma: Weight γ >= 0 of the DAB loss. That loss alone trains g, so γ scales g's gradient: with
-            Adam or RMSprop (invariant to a constant scale) it changes only the reported loss, with SGD
-            it is g's learning-rate factor, and `0` leaves g untrained. Defaults to `10.0` (the paper's).
+            (the layer's default network).
+        gamma: Weight γ >= 0 of the DAB loss. That loss alone trains the network, so γ scales its
+            gradient: with Adam or RMSprop (invariant to a constant scale) it changes only the reported
+            loss, with SGD it is the network's learning-rate factor, and `0` leaves it untrained.
+            Defaults to `10.0` (the paper's).
+        residual: `True` for $g = s + c_\theta$ (see above), `False` for $g = c_\theta$ (the paper's
+            formulation). Defaults to `True`.
+        temperature: τ > 0 of the relaxation surrogate of a residual approximator for ops without an
+            identity surrogate (`ArgMax`, `Sort`, `TopK`), kept in a non-trainable variable that
+            `dab_keras.callbacks.TemperatureSchedule` can anneal. Unused with `residual=False`.
+            Defaults to `1.0` (as `StraightThrough`).
 
     Raises:
-        ValueError: if `approximator` is neither `None` nor a Keras layer, or `gamma` is not a finite
-            number >= 0.
+        ValueError: if `approximator` is neither `None` nor a Keras layer, `gamma` is not a finite
+            number >= 0, `residual` is not a bool or `temperature` is not a finite number > 0.
 
     Examples:
         >>> import numpy as np
@@ -93,6 +118,9 @@ class DAB(Estimator):
         [[-1.0, 0.0, 1.0]]
         >>> len(layer.losses)  # the DAB loss's gradient (zero in value), added in training
         1
+        >>> float(layer.approximator(np.array([[0.3]])))  # the correction starts at zero: g = identity
+        0.0
+        >>> paper = DAB(residual=False)  # g is the network alone, randomly initialised
 
     References:
         Ramapuram & Webb, "Improving Discrete Latent Representations With Differentiable Approximation
@@ -101,21 +129,40 @@ class DAB(Estimator):
 
     name = "dab"
 
-    def __init__(self, approximator=None, gamma=10.0):
+    def __init__(self, approximator=None, gamma=10.0, residual=True, temperature=1.0):
         if approximator is not None and not isinstance(approximator, keras.layers.Layer):
             raise ValueError(
                 "`approximator` must be a Keras layer or model (or None for the default). "
                 f"Received: approximator={approximator!r}"
             )
+        if not isinstance(residual, bool):
+            raise ValueError(f"`residual` must be True or False. Received: residual={residual!r}")
         self.approximator = approximator
         self.gamma = _validation.check_non_negative_float("gamma", gamma)
+        self.residual = residual
+        self.initial_temperature = _validation.check_positive_float("temperature", temperature)
+        # The layer keeps τ (annealable) only where it is used: the residual approximator's surrogate.
+        self.temperature = self.initial_temperature if residual else None
+
+    @property
+    def state_tag(self):
+        """`"ResidualDAB"` or `"DAB"`: a residual network is a correction, the paper's is g itself.
+
+        Their weights do not transfer, so each loads only its own kind (the other starts fresh, with a
+        warning); files saved before the residual default hold `"DAB"` state.
+
+        Returns:
+            A string.
+        """
+        return "ResidualDAB" if self.residual else "DAB"
 
     def build(self, layer, op_shape):
         """Creates `layer`'s approximator and running sums (see `DABState`).
 
-        The approximator is the layer's default (`layer.default_approximator(op_shape)`) or a copy of the
-        `approximator` given to this estimator (rebuilt from its config, with its weights when it is
-        built): the estimator keeps a template, each layer owns its own network.
+        The network is the layer's default (`layer.default_approximator(op_shape)`, with its output
+        zeroed when residual) or a copy of the `approximator` given to this estimator (rebuilt from its
+        config, with its weights when it is built): the estimator keeps a template, each layer owns its
+        own network.
 
         Args:
             layer: The op layer.
@@ -124,51 +171,82 @@ class DAB(Estimator):
         Returns:
             A `DABState`.
         """
-        if self.approximator is None:
-            approximator = layer.default_approximator(op_shape)
-        else:
-            approximator = _copy_layer(self.approximator)
-        state = DABState(approximator, self.gamma, layer.name, dtype=layer.dtype_policy, name="estimator_state")
+        default = self.approximator is None
+        approximator = layer.default_approximator(op_shape) if default else _copy_layer(self.approximator)
+        state = DABState(
+            approximator,
+            self.gamma,
+            layer.name,
+            residual=self.residual,
+            temperature=self.temperature,
+            dtype=layer.dtype_policy,
+            name="estimator_state",
+        )
+        fresh = not approximator.built and (default or not self.approximator.built)
         if not approximator.built:
             approximator.build(op_shape)
-        if self.approximator is not None and self.approximator.built:
+        if fresh and self.residual and hasattr(approximator, "zero_output"):
+            approximator.zero_output()  # the library's MLPs: the correction starts at zero
+        if not default and self.approximator.built:
             for target, source in zip(approximator.weights, self.approximator.weights):
                 target.assign(ops.convert_to_numpy(source))  # a copy: JAX may donate buffers
         return state
 
+    def _base(self, op, x, state):
+        """$s(x)$ for a residual approximator, else `None`."""
+        return default_surrogate(op, x, state.temperature) if self.residual else None
+
     def __call__(self, op, x, hard, state):
         approximator = state.approximator
+        base = self._base(op, x, state)
+        sg_base = None if base is None else ops.stop_gradient(base)
         if approximator.trainable:
             # A frozen approximator (e.g. a frozen pretrained layer) keeps bridging gradients but is
             # not fitted any more: it adds no loss (its error is still reported).
-            error = approximation_error(approximator, x, hard)
+            error = approximation_error(approximator, x, hard, sg_base)
             loss = self.gamma * error
             # Zero in value, the DAB loss's gradient: the logged `loss` stays the task loss, g trains.
             op.add_loss(loss - ops.stop_gradient(loss))
         else:
-            error = ops.stop_gradient(approximation_error(approximator, x, hard))
+            error = ops.stop_gradient(approximation_error(approximator, x, hard, sg_base))
         state.record(error, self.gamma)
-        return bridge(hard, approximator_output(approximator, x))
+        g = approximator_output(approximator, x)
+        if base is not None:
+            g = ops.cast(base, "float32") + g
+        return bridge(hard, g)
 
     def observe(self, op, x, hard, state):
         # At inference the layer outputs `hard`; g runs only to report its error (evaluate, validation).
-        state.record(ops.stop_gradient(approximation_error(state.approximator, x, hard)), self.gamma)
+        base = self._base(op, x, state)
+        base = None if base is None else ops.stop_gradient(base)
+        error = approximation_error(state.approximator, x, hard, base)
+        state.record(ops.stop_gradient(error), self.gamma)
 
     def __repr__(self):
         approximator = None if self.approximator is None else f"<{self.approximator.name}>"
-        return f"DAB(approximator={approximator}, gamma={self.gamma!r})"
+        return (
+            f"DAB(approximator={approximator}, gamma={self.gamma!r}, residual={self.residual!r}, "
+            f"temperature={self.initial_temperature!r})"
+        )
 
     def get_config(self):
         approximator = self.approximator
         if approximator is not None:
             approximator = keras.saving.serialize_keras_object(approximator)
-        return {"approximator": approximator, "gamma": self.gamma}
+        return {
+            "approximator": approximator,
+            "gamma": self.gamma,
+            "residual": self.residual,
+            "temperature": self.initial_temperature,
+        }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         if config.get("approximator") is not None:
             config["approximator"] = keras.saving.deserialize_keras_object(config["approximator"])
+        # Configs saved before the residual default described the paper's (non-residual) DAB.
+        config.setdefault("residual", False)
         return cls(**config)
 
 
@@ -195,6 +273,8 @@ class DABState(EstimatorState):
         approximator: The layer's approximator network g.
         gamma: γ, recorded for `describe()`.
         layer_name: Name of the op layer, for the per-layer key.
+        residual: Whether g is the op's surrogate plus the network (recorded for `describe()`).
+            Defaults to `False`.
         **kwargs: Base layer arguments.
 
     Examples:
@@ -208,10 +288,11 @@ class DABState(EstimatorState):
         10.0
     """
 
-    def __init__(self, approximator, gamma, layer_name, **kwargs):
+    def __init__(self, approximator, gamma, layer_name, residual=False, **kwargs):
         super().__init__(**kwargs)
         self.approximator = approximator
         self.gamma = gamma
+        self.residual = residual
         self.sums = RunningSums({"error": (), "loss": (), "steps": ()}, name="sums")
         keys = ("approximation_error", "dab_loss", f"{layer_name}_approximation_error")
         self.report(SumsMetric(self.sums, keys, _dab_results, name=f"{layer_name}_dab"))
@@ -227,7 +308,7 @@ class DABState(EstimatorState):
         self.sums.add({"error": error, "loss": gamma * error, "steps": 1.0})
 
     def describe(self):
-        return {**super().describe(), "gamma": self.gamma}
+        return {**super().describe(), "gamma": self.gamma, "residual": self.residual}
 
 
 def _dab_results(sums):

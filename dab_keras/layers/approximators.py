@@ -42,6 +42,23 @@ class _MLP(keras.layers.Layer):
             h = layer(h)
         return self.head(h)
 
+    def zero_output(self):
+        """Sets the linear head's weights to zero, so the network outputs 0 for every input.
+
+        A residual `DAB` calls this on its default approximator, the learned correction to the op's
+        surrogate: DAB then starts as straight-through. The hidden layers keep their random weights, so
+        the head's first gradients are not zero and the correction starts learning at once.
+
+        Returns:
+            `self` (built).
+        """
+        for layer in self.hidden + [self.head]:
+            if not layer.built:
+                raise ValueError(f"Build `{self.name}` before calling `zero_output()`.")
+        for variable in self.head.weights:
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
+        return self
+
     def get_config(self):
         return {**super().get_config(), "units": list(self.units), "activation": self.activation}
 

@@ -365,7 +365,7 @@ class DiscreteLayer(keras.layers.Layer):
 
     # ------------------------------------------------------------------ weight files
     def _state_tag(self):
-        return type(self.estimator).__name__
+        return self.estimator.state_tag
 
     def _state_variables(self):
         state = self.estimator_state

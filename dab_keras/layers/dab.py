@@ -17,7 +17,8 @@ class Bridge(DiscreteLayer):
     $$ y = h(x), \qquad \frac{\partial L}{\partial x} = J_g(x)^\top \frac{\partial L}{\partial y},
     \qquad L_{\text{DAB}} = \gamma \cdot \frac1B \sum_b \lVert g(x_b) - h(x_b) \rVert^2, $$
 
-    as `dab_keras.estimators.DAB` describes. `hard_fn` must be written with `keras.ops` (so it runs on
+    as `dab_keras.estimators.DAB(residual=False)` describes (a function given by its hard forward alone has
+    no surrogate for a residual approximator to correct). `hard_fn` must be written with `keras.ops` (so it runs on
     every backend and under XLA) and map a float32 tensor `(batch, ..., n)` to a tensor `(batch, ..., m)`
     or any shape the approximator matches. The default approximator is a dense tanh MLP over the last axis
     (`AxisMLP`), which needs the output to keep the input's leading axes.
@@ -77,7 +78,8 @@ class Bridge(DiscreteLayer):
         if isinstance(approximator, dict):
             approximator = keras.saving.deserialize_keras_object(approximator)
         gamma = _validation.check_non_negative_float("gamma", gamma)
-        dab = estimators_lib.DAB(approximator=approximator, gamma=gamma)
+        # A function given only by its hard forward has no surrogate to correct: g is the network alone.
+        dab = estimators_lib.DAB(approximator=approximator, gamma=gamma, residual=False)
         super().__init__(estimator=inference_only or dab, **kwargs)
         self.hard_fn = hard_fn
         self.gamma = gamma

@@ -179,26 +179,31 @@ def test_relaxed_sort_values(rng):
 # --------------------------------------------------------------------------- DAB
 
 
-def make_dab_sign(x, gamma):
+def make_dab_sign(x, gamma, residual=False):
     template = keras.layers.Dense(x.shape[-1], activation="tanh", name="g")
-    layer = built(layers.Sign(margin=0.3, estimator=estimators.DAB(approximator=template, gamma=gamma)), x)
+    estimator = estimators.DAB(approximator=template, gamma=gamma, residual=residual)
+    layer = built(layers.Sign(margin=0.3, estimator=estimator), x)
     # The layer owns a copy of the template (its own weights); the template stays unbuilt.
     assert layer.approximator is not template and not template.built
     assert isinstance(layer.approximator, keras.layers.Dense) and layer.approximator.units == x.shape[-1]
     return layer, layer.approximator
 
 
-def test_dab_output_is_hard_and_gradient_is_the_approximator_vjp(rng):
+@pytest.mark.parametrize("residual", [False, True])
+def test_dab_output_is_hard_and_gradient_is_the_approximator_vjp(rng, residual):
     x = rng.normal(size=(3, 4)).astype("float32")
     upstream = rng.normal(size=x.shape).astype("float32")
-    layer, g = make_dab_sign(x, gamma=2.5)
-    w, b = np.asarray(g.kernel, np.float64), np.asarray(g.bias, np.float64)
-    gx = np.tanh(x @ w + b)
+    layer, c = make_dab_sign(x, gamma=2.5, residual=residual)
+    w, b = np.asarray(c.kernel, np.float64), np.asarray(c.bias, np.float64)
+    cx = np.tanh(x @ w + b)
+    # The paper's g is the network c; the residual g is Sign's surrogate (the identity) plus c.
+    gx = x + cx if residual else cx
     res = gradients.layer_gradients(layer, x, upstream)
     hard = np.where(x > 0.3, 1.0, np.where(x < -0.3, -1.0, 0.0))
     np.testing.assert_array_equal(res["output"], hard)
-    # J_g(x)ᵀ u for g(x) = tanh(x W + b): (u ⊙ (1 - g²)) Wᵀ.
-    np.testing.assert_allclose(res["grad_x"], (upstream * (1 - gx**2)) @ w.T, rtol=1e-4, atol=1e-6)
+    # J_g(x)ᵀ u for c(x) = tanh(x W + b): (u ⊙ (1 - c²)) Wᵀ, plus u for the identity surrogate.
+    expected = (upstream * (1 - cx**2)) @ w.T + (upstream if residual else 0.0)
+    np.testing.assert_allclose(res["grad_x"], expected, rtol=1e-4, atol=1e-6)
     # The task loss does not reach the approximator's weights.
     assert len(res["grad_weights"]) == 2
     for grad in res["grad_weights"]:
@@ -213,21 +218,23 @@ def test_dab_output_is_hard_and_gradient_is_the_approximator_vjp(rng):
     np.testing.assert_allclose(float(results["dab_loss"]), 2.5 * error, rtol=1e-5)
 
 
-def test_dab_loss_trains_the_approximator_only(rng):
+@pytest.mark.parametrize("residual", [False, True])
+def test_dab_loss_trains_the_approximator_only(rng, residual):
     x = rng.normal(size=(3, 4)).astype("float32")
     gamma = 2.5
-    layer, g = make_dab_sign(x, gamma=gamma)
-    w, b = np.asarray(g.kernel, np.float64), np.asarray(g.bias, np.float64)
-    gx = np.tanh(x @ w + b)
+    layer, c = make_dab_sign(x, gamma=gamma, residual=residual)
+    w, b = np.asarray(c.kernel, np.float64), np.asarray(c.bias, np.float64)
+    cx = np.tanh(x @ w + b)
+    gx = x + cx if residual else cx
     hard = np.where(x > 0.3, 1.0, np.where(x < -0.3, -1.0, 0.0))
     res = gradients.layer_gradients(layer, x, np.zeros_like(x), include_losses=True)
     np.testing.assert_array_equal(res["grad_x"], 0.0)
-    delta = 2 * gamma / x.shape[0] * (gx - hard) * (1 - gx**2)
+    delta = 2 * gamma / x.shape[0] * (gx - hard) * (1 - cx**2)
     names = [v.path for v in layer.trainable_variables]
     grads = dict(zip(names, res["grad_weights"]))
-    np.testing.assert_allclose(grads[g.kernel.path], x.T @ delta, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(grads[g.bias.path], delta.sum(axis=0), rtol=1e-4, atol=1e-6)
-    assert np.abs(grads[g.kernel.path]).max() > 1e-3
+    np.testing.assert_allclose(grads[c.kernel.path], x.T @ delta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grads[c.bias.path], delta.sum(axis=0), rtol=1e-4, atol=1e-6)
+    assert np.abs(grads[c.kernel.path]).max() > 1e-3
 
 
 def test_frozen_dab_layer_still_bridges_but_adds_no_loss(rng):
@@ -281,7 +288,7 @@ def test_dab_gamma_only_scales_the_approximators_gradient_so_adam_ignores_it(rng
 def test_dab_default_approximator_gradient_on_argmax(rng):
     x = rng.normal(size=(2, 5)).astype("float32")
     upstream = rng.normal(size=x.shape).astype("float32")
-    layer = built(layers.ArgMax(estimator="dab"), x)
+    layer = built(layers.ArgMax(estimator=estimators.DAB(residual=False)), x)
     res = gradients.layer_gradients(layer, x, upstream)
     np.testing.assert_array_equal(res["output"], np.eye(5)[np.argmax(x, axis=-1)])
     expected = gradients.vjp(gradients.compiled(lambda v: layer.approximator(v)), x, upstream)
@@ -292,6 +299,58 @@ def test_dab_default_approximator_gradient_on_argmax(rng):
     results = layer.estimator_state.reported_metrics()[0].result()
     np.testing.assert_allclose(float(results["dab_loss"]), 10.0 * np.mean(np.sum((gx - res["output"]) ** 2, axis=-1)),
                                rtol=1e-5)
+
+
+def _softmax(x, tau):
+    z = np.exp((x - x.max(-1, keepdims=True)) / tau)
+    return z / z.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_residual_dab_starts_as_straight_through_on_argmax(rng, tau):
+    # The default residual DAB: g = softmax(x / τ) + c(x) with c's output layer at zero, so before any
+    # training its gradient is straight-through softmax's, J_softmax(x)ᵀ u = p ⊙ (u - ⟨p, u⟩) / τ.
+    x = rng.normal(size=(3, 5)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = built(layers.ArgMax(estimator=estimators.DAB(temperature=tau)), x)
+    assert float(layer.temperature) == tau
+    np.testing.assert_array_equal(np.asarray(layer.approximator(x)), 0.0)
+    res = gradients.layer_gradients(layer, x, upstream)
+    x64, u64 = x.astype(np.float64), upstream.astype(np.float64)
+    p = _softmax(x64, tau)
+    expected = p * (u64 - np.sum(p * u64, axis=-1, keepdims=True)) / tau
+    np.testing.assert_allclose(res["grad_x"], expected, rtol=1e-4, atol=1e-6)
+    # The approximation error is that of g = softmax, the correction's target being h - softmax.
+    hard = np.eye(5)[np.argmax(x, axis=-1)]
+    error = np.mean(np.sum((p - hard) ** 2, axis=-1))
+    results = layer.estimator_state.reported_metrics()[0].result()
+    np.testing.assert_allclose(float(results["approximation_error"]), error, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda e: layers.Sign(estimator=e), lambda e: layers.Quantize(levels=4, estimator=e),
+                                  lambda e: layers.TopK(k=2, estimator=e), lambda e: layers.Sort(estimator=e)],
+                         ids=["sign", "quantize", "topk", "sort"])
+def test_residual_dab_gradient_equals_straight_through_before_training(rng, make):
+    x = rng.normal(size=(3, 6)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    dab = gradients.layer_gradients(built(make(estimators.DAB()), x), x, upstream)
+    ste = gradients.layer_gradients(built(make(estimators.StraightThrough()), x), x, upstream)
+    np.testing.assert_array_equal(dab["output"], ste["output"])
+    np.testing.assert_allclose(dab["grad_x"], ste["grad_x"], rtol=1e-5, atol=1e-6)
+    assert np.abs(dab["grad_x"]).max() > 1e-3
+
+
+def test_residual_dab_learns_a_correction_that_lowers_its_error():
+    # Fitting g = x + c(x) to sign(x) by the DAB loss alone: the error of g falls below the identity's.
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(256, 8)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), layers.Sign(estimator="dab", name="sign")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    history = model.fit(x, np.sign(x), batch_size=64, epochs=20, verbose=0)
+    errors = history.history["approximation_error"]
+    identity_error = np.mean(np.sum((x - np.sign(x)) ** 2, axis=-1))
+    np.testing.assert_allclose(errors[0], identity_error, rtol=0.1)  # the first epoch starts at g = x
+    assert errors[-1] < 0.8 * identity_error
 
 
 # --------------------------------------------------------------------------- get / config / validation

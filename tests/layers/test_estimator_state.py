@@ -215,7 +215,8 @@ def test_metric_state_is_not_weights(tmp_path):
     sign = model.layers[1]
     names = [w.path for w in model.weights]
     assert not [n for n in names if "error" in n or "sums" in n or "count" in n], names
-    expected = 16 * 32 + 32 + sign.approximator.count_params() + 32 + 1
+    # The residual DAB's state: the correction network and τ (a non-trainable weight, as straight-through's).
+    expected = 16 * 32 + 32 + sign.approximator.count_params() + 1 + 32 + 1
     assert model.count_params() == expected
     assert len(model.get_weights()) == len(model.weights)
     path = os.path.join(tmp_path, "m.weights.h5")
@@ -248,7 +249,7 @@ def test_readme_example_twice_in_one_process_and_loss_is_the_task_loss():
     assert logs["loss"] == pytest.approx(bce, rel=1e-4)
     # evaluate's error is g's error on these inputs, recomputed by hand.
     sign, hidden = model.layers[1], numpy(model.layers[0](x[:128]))
-    g = numpy(sign.approximator(hidden)).astype(np.float64)
+    g = hidden.astype(np.float64) + numpy(sign.approximator(hidden))  # g = identity + correction
     h = np.where(hidden > 0.1, 1.0, np.where(hidden < -0.1, -1.0, 0.0))
     assert logs["approximation_error"] == pytest.approx(np.mean(np.sum((g - h) ** 2, axis=-1)), rel=1e-4)
 
@@ -262,7 +263,7 @@ def test_training_metric_values_are_the_mean_over_steps():
     model.compile(keras.optimizers.SGD(0.0), "mse")  # nothing moves: each step sees the same g
     history = model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
     sign, hidden = model.layers[1], numpy(model.layers[0](x))
-    g = numpy(sign.approximator(hidden)).astype(np.float64)
+    g = hidden.astype(np.float64) + numpy(sign.approximator(hidden))  # g = identity + correction
     h = np.where(hidden > 0.1, 1.0, np.where(hidden < -0.1, -1.0, 0.0))
     per_step = [np.mean(np.sum((g[i : i + 32] - h[i : i + 32]) ** 2, -1)) for i in (0, 32)]
     assert history.history["approximation_error"][0] == pytest.approx(np.mean(per_step), rel=1e-4)
