@@ -225,3 +225,21 @@ def test_diagnostic_table_printer():
     lines = gq.table_markdown(rows).splitlines()
     assert lines[0].startswith("| estimator | decoder evals / estimate | ‖bias‖")
     assert lines[2] == "| straight_through | 1 | 1.235 | 0.5 | 0.1 | 12 | 0.9 | 0.5 | 0.6 |"
+
+
+def test_paired_differences_subtract_the_reference_seed_by_seed():
+    def record(estimator, seed, value, steps=10):
+        return {"task": "t", "estimator": estimator, "seed": seed, "steps": steps, "value": value}
+
+    rows = [record("straight_through", s, v) for s, v in enumerate([0.80, 0.90, 0.70])]
+    rows += [record("dab", s, v) for s, v in [(0, 0.81), (1, 0.92), (2, 0.72), (3, 0.99)]]  # seed 3 unpaired
+    records = {(r["task"], r["estimator"], r["seed"], r["steps"]): r for r in rows}
+    diffs = report.paired_differences(records, "t", "dab", "straight_through", 10)
+    np.testing.assert_allclose(diffs, [0.01, 0.02, 0.02])
+    line = report.paired_markdown(records, ["t"], ["straight_through", "dab"], [10, 20]).splitlines()[2]
+    half = scipy_stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "dab − straight_through"
+    assert cells[2] == f"{100 * np.mean(diffs):+.1f} ± {100 * half:.1f} (n=3)"
+    assert cells[3] == "—"
+    assert report.paired_markdown(records, ["t"], ["dab"], [10], reference="relaxed") == ""

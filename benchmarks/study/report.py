@@ -52,6 +52,64 @@ def table_markdown(records, tasks, estimators, steps, seeds=None, scale=100.0, d
     return "\n".join(lines) + "\n"
 
 
+def paired_differences(records, task, estimator, reference, step, seeds=None):
+    """Per-seed differences `estimator − reference` of one budget, over the seeds both have (seed order)."""
+    mine = dict(zip(_seeds(records, task, estimator, step, seeds), cell_values(records, task, estimator, step, seeds)))
+    theirs = dict(zip(_seeds(records, task, reference, step, seeds),
+                      cell_values(records, task, reference, step, seeds)))
+    return [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
+
+
+def _signed(values, scale, digits):
+    mean, half, n = stats.mean_interval(values)
+    if math.isnan(half):
+        return f"{mean * scale:+.{digits}f} (n={n})"
+    return f"{mean * scale:+.{digits}f} ± {half * scale:.{digits}f} (n={n})"
+
+
+def _seeds(records, task, estimator, step, seeds):
+    return sorted(r["seed"] for r in records.values()
+                  if r["task"] == task and r["estimator"] == estimator and r["steps"] == step
+                  and (seeds is None or r["seed"] in seeds))
+
+
+def paired_markdown(records, tasks, estimators, steps, reference="straight_through", seeds=None, scale=100.0,
+                    digits=1, metric="test accuracy (points)"):
+    """A Markdown table of paired differences to `reference`: one row per (task, other estimator).
+
+    Runs with the same seed share the initial weights of every layer the estimators do not own and the
+    data order, so the per-seed difference removes most of the seed-to-seed spread. Cells read
+    `mean ± h (n=k)` of the k per-seed differences (h: half-width of the 95 % Student-t interval);
+    an interval that excludes 0 marks a difference the seeds resolve.
+
+    Args:
+        records: Results keyed by cell (`results.read`).
+        tasks, estimators, steps: Rows and columns, in order (`reference` itself is skipped).
+        reference: The estimator subtracted. Defaults to `"straight_through"`.
+        seeds: Seeds to include (`None`: all found).
+        scale: Factor applied to the differences. Defaults to `100.0`.
+        digits: Decimals shown. Defaults to `1`.
+        metric: Name of the difference's unit for the header.
+
+    Returns:
+        The table as a string (ending in a newline), or `""` when `reference` has no results.
+    """
+    if not any(r["estimator"] == reference for r in records.values()):
+        return ""
+    head = "| task | estimator | " + " | ".join(f"Δ {metric} @ {s} steps" for s in steps) + " |"
+    lines = [head, "|" + "---|" * (2 + len(steps))]
+    for task in tasks:
+        for estimator in estimators:
+            if estimator == reference:
+                continue
+            cells = []
+            for step in steps:
+                diffs = paired_differences(records, task, estimator, reference, step, seeds)
+                cells.append(_signed(diffs, scale, digits) if diffs else "—")
+            lines.append(f"| {task} | {estimator} − {reference} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def curves(records, task, estimator):
     """Per-seed training curves of the longest recorded run of (task, estimator): `{seed: array (m, 3)}`."""
     best = {}
@@ -124,6 +182,12 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
         text.append(f"`{command}`\n")
     text.append(table_markdown(records, table.tasks, estimators, steps, seeds))
     text.append("\nmean ± half-width of the two-sided 95 % Student-t interval over seeds (n seeds per cell).\n")
+    paired = paired_markdown(records, table.tasks, estimators, steps, seeds=seeds)
+    if paired:
+        text.append("Paired by seed (same initial weights and data order), each estimator minus straight-through:\n")
+        text.append(paired)
+        text.append("\nmean ± 95 % t-interval of the per-seed differences; an interval excluding 0 is a difference "
+                    "the seeds resolve.\n")
     markdown = "\n".join(text)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(markdown)
