@@ -14,7 +14,8 @@ Estimators, each giving one estimate of $\nabla_l R$ for all data points at once
 
 - pathwise, through `dab_keras.layers.Sign(estimator=...)` applied to $a = l + \epsilon$, $\epsilon \sim$
   Logistic(0, 1) (so $z = \mathrm{sign}(a)$ has exactly the law $q$): straight-through, relaxed at several
-  τ (the forward is then $\tanh(a/\tau)$), and DAB after its approximator has been fitted for N steps
+  τ (the forward is then $\tanh(a/\tau)$), and DAB (`dab`: the residual default, identity plus a
+  correction that starts at 0; `dab_paper`: g alone) after its approximator has been fitted for N steps
   (Adam on the layer's own loss, on fresh samples of $a$);
 - REINFORCE with a leave-one-out baseline over m samples (unbiased; m decoder evaluations per estimate).
 
@@ -263,14 +264,16 @@ def run(latents=4, observed=16, points=32, samples=2000, temperatures=(0.1, 0.5,
     for tau in temperatures:
         layer = layers.Sign(estimator=estimators.Relaxed(temperature=tau))
         add(f"relaxed τ={tau:g}", pathwise(problem, layer, samples, seed), 1)
-    keras.utils.set_random_seed(seed)
-    layer = layers.Sign(estimator="dab")
-    fitted = 0
-    for steps in sorted(dab_steps):
-        loss = fit_dab(layer, problem, steps - fitted, seed=seed + steps)
-        fitted = steps
-        add(f"dab, fitted {steps} steps", pathwise(problem, layer, samples, seed), 1,
-            approximator_loss=loss)
+    # The default (residual: identity + a correction starting at 0) and the paper's DAB (g alone).
+    for label, estimator in (("dab", "dab"), ("dab_paper", estimators.DAB(residual=False))):
+        keras.utils.set_random_seed(seed)
+        layer = layers.Sign(estimator=estimator)
+        fitted = 0
+        for steps in sorted(dab_steps):
+            loss = fit_dab(layer, problem, steps - fitted, seed=seed + steps)
+            fitted = steps
+            add(f"{label}, fitted {steps} steps", pathwise(problem, layer, samples, seed), 1,
+                approximator_loss=loss)
     for m in loo_samples:
         add(f"REINFORCE LOO m={m}", reinforce_loo(problem, samples, m, seed), m)
     return rows, info
