@@ -245,7 +245,7 @@ def test_shipped_paper_dab_weights_refuse_a_residual_dab_model(build):
     with pytest.raises(ValueError, match=r"different configuration: dab_residual=True \(weights: False\)"):
         build(dab_residual=True)
     model = build(dab_residual=True, weights=None)
-    layer = next(l for l in model._flatten_layers() if isinstance(l, dk.layers.DiscreteLayer))
+    layer = next(x for x in model._flatten_layers() if isinstance(x, dk.layers.DiscreteLayer))
     assert layer.estimator.residual is True
 
 
