@@ -246,8 +246,10 @@ def check_arguments(
     steps_per_epoch = _whole_number("steps_per_epoch", steps_per_epoch, 1)
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"`config` must be a dict of constructor arguments. Received: config={config!r}")
-    if config and "dab_residual" in config:  # refused before any work, not when the model is built
-        zoo_weights.check_dab_residual(config["dab_residual"], estimator)
+    config = dict(config or {})
+    if "dab_residual" in config:  # refused before any work, not when the model is built
+        if not zoo_weights.check_dab_residual(config["dab_residual"], estimator):
+            del config["dab_residual"]  # the default: the same run as without it (run.json, folder, manifest)
     if tensorboard is not False and tensorboard is not True and not isinstance(tensorboard, (str, os.PathLike)):
         raise ValueError(f"`tensorboard` must be a bool or a folder path. Received: tensorboard={tensorboard!r}")
     if tensorboard is not False and importlib.util.find_spec("tensorboard") is None:
@@ -258,7 +260,7 @@ def check_arguments(
         "estimator": estimator, "samples": samples, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "seed": seed, "jit_compile": jit_compile, "strategy": strategy,
         "data": data, "steps_per_execution": steps_per_execution, "steps_per_epoch": steps_per_epoch,
-        "config": dict(config or {}), "tensorboard": tensorboard,
+        "config": config, "tensorboard": tensorboard,
     }
 
 
