@@ -43,6 +43,7 @@ def MNISTClassifier(
     include_top=True,
     weights="pretrained",
     name="mnist_classifier",
+    dab_residual=False,
 ):
     """Builds the binary-code MNIST classifier: `(B, 28, 28, 1)` images in [0, 1] → `(B, 10)` logits.
 
@@ -75,6 +76,11 @@ def MNISTClassifier(
         dropout: Dropout rate in [0, 1) before the `features` layer (training only). Defaults to `0.25`.
         approximator_units: Hidden widths of the DAB approximator (estimator `"dab"` only). Defaults to
             `(128,)`.
+        dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
+            the op's straight-through surrogate and starts at zero, so training starts as
+            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
+            were trained with `False`; weights load only into a model of the same choice. Defaults to
+            `False`.
         include_top: If `False`, the model ends at the `(B, features)` code of the `sign` layer.
             Defaults to `True`.
         weights: `"pretrained"` (shipped weights for `estimator`), the name of another estimator whose
@@ -123,6 +129,7 @@ def MNISTClassifier(
     if not isinstance(include_top, bool):
         raise ValueError(f"`include_top` must be a bool. Received: include_top={include_top!r}")
     key = zoo_weights.estimator_key(estimator)
+    dab_residual = zoo_weights.check_dab_residual(dab_residual, estimator)
     if len(filters) > 4:
         raise ValueError(
             f"`filters` may hold at most 4 blocks (each halves the 28×28 image). Received: filters={filters!r}"
@@ -138,7 +145,9 @@ def MNISTClassifier(
     h = keras.layers.Dropout(float(dropout), name="dropout")(h)
     h = keras.layers.Dense(features, activation="tanh", name="features")(h)
     code = dk.layers.Sign(
-        margin=margin, estimator=zoo_codes.code_estimator(estimator, features, approximator_units), name="sign"
+        margin=margin,
+        estimator=zoo_codes.code_estimator(estimator, features, approximator_units, residual=dab_residual),
+        name="sign",
     )(h)
     outputs = code
     if include_top:
@@ -155,6 +164,8 @@ def MNISTClassifier(
     }
     if key == "dab":
         config["approximator_units"] = list(approximator_units)
+    if dab_residual:  # left out when False, as in the manifests of the paper's DAB
+        config["dab_residual"] = True
     if not include_top and weights is not None:
         # Load the full model's weights, then keep the layers up to the code.
         full = MNISTClassifier(
@@ -168,6 +179,7 @@ def MNISTClassifier(
             include_top=True,
             weights=weights,
             name=name,
+            dab_residual=dab_residual,
         )
         return zoo_codes.copy_layer_weights(model, full)
     zoo_weights.load(model, weights, "mnist_classifier", key, config)

@@ -2,6 +2,7 @@
 
     dab-zoo list
     dab-zoo train sorter --estimator dab --samples 400000000 --batch-size 1024 --lr 2e-3
+    dab-zoo train sorter --estimator dab --dab-residual
     dab-zoo evaluate sorter --estimator straight_through
     dab-zoo demo
 
@@ -83,6 +84,12 @@ def build_parser():
     p = sub.add_parser("train", help="train a model from scratch with its recipe")
     p.add_argument("model", help="model name (see `dab-zoo list`)")
     p.add_argument("--estimator", choices=_ESTIMATORS, help="gradient estimator (default: the model's)")
+    p.add_argument(
+        "--dab-residual", action="store_true",
+        help="with --estimator dab: the residual DAB (the op's straight-through surrogate plus a learned "
+        "correction that starts at zero) instead of the paper's (the shipped weights'); default run "
+        "folder dab_zoo_runs/MODEL-dab_residual",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_number, help="epochs to train")
     length.add_argument(
@@ -116,7 +123,9 @@ def build_parser():
     p.add_argument(
         "--steps-per-epoch", type=_number, help="steps per epoch of synthetic data (default: the recipe's)"
     )
-    p.add_argument("--output", help="run folder (default: dab_zoo_runs/MODEL-ESTIMATOR)")
+    p.add_argument(
+        "--output", help="run folder (default: dab_zoo_runs/MODEL-ESTIMATOR, or MODEL-dab_residual)"
+    )
     p.add_argument(
         "--resume", action="store_true",
         help="continue the run saved in the output folder (with the same arguments; a finished run stays as it is)",
@@ -211,6 +220,7 @@ def _cmd_train(args, argv):
         steps_per_epoch=args.steps_per_epoch,
         command=" ".join(["dab-zoo", *argv]),
         tensorboard=args.tensorboard,
+        config={"dab_residual": True} if args.dab_residual else None,
     )
     if result["weights"] is None:
         print("this worker is not the chief: the chief writes the weights and manifest")

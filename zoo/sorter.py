@@ -106,6 +106,7 @@ def Sorter(
     include_top=True,
     weights="pretrained",
     name="sorter",
+    dab_residual=False,
 ):
     """Builds the signum-dense sorter: `(B, L)` floats → `(B, L, L)` logits.
 
@@ -117,6 +118,11 @@ def Sorter(
         latent_units: Width of the tanh layer binarized by `Sign`. Defaults to `256`.
         margin: `Sign` margin (values within it map to 0). Defaults to `0.5`.
         approximator_units: Hidden widths of the DAB approximator. Defaults to `(128,)`.
+        dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
+            the op's straight-through surrogate and starts at zero, so training starts as
+            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
+            were trained with `False`; weights load only into a model of the same choice. Defaults to
+            `False`.
         include_top: If `False`, the model ends at the `(B, latent_units)` code in {-1, 0, 1}.
             Defaults to `True`.
         weights: `"pretrained"` (shipped weights for `estimator`), the name of another estimator whose
@@ -146,13 +152,16 @@ def Sorter(
         _validation.check_int("approximator_units", u, 1) for u in _as_tuple(approximator_units)
     )
     key = zoo_weights.estimator_key(estimator)
+    dab_residual = zoo_weights.check_dab_residual(dab_residual, estimator)
     inputs = keras.Input((length,), name="sequence")
     h = inputs
     for i, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, activation="tanh", name=f"hidden_{i}")(h)
     h = keras.layers.Dense(latent_units, activation="tanh", name="latent")(h)
     code = dk.layers.Sign(
-        margin=margin, estimator=zoo_codes.code_estimator(estimator, latent_units, approximator_units), name="sign"
+        margin=margin,
+        estimator=zoo_codes.code_estimator(estimator, latent_units, approximator_units, residual=dab_residual),
+        name="sign",
     )(h)
     outputs = code
     if include_top:
@@ -166,6 +175,8 @@ def Sorter(
         "margin": float(margin),
         "approximator_units": list(approximator_units),
     }
+    if dab_residual:  # left out when False, as in the manifests of the paper's DAB
+        config["dab_residual"] = True
     if not include_top and weights is not None:
         # Load the full model's weights, then keep the layers up to the code.
         full = Sorter(estimator, include_top=True, weights=weights, name=name, **_args(config))

@@ -198,7 +198,8 @@ def check_arguments(
         data: `"tfds"` or the path of an MNIST `.npz` (MNIST models). Defaults to `"tfds"`.
         steps_per_execution: Whole number >= 1 or `None`. Defaults to `None`.
         steps_per_epoch: Whole number >= 1 or `None`; synthetic data only. Defaults to `None`.
-        config: Dict of extra constructor arguments, or `None`. Defaults to `None`.
+        config: Dict of extra constructor arguments, or `None` (`dab_residual=True` only with the
+            `"dab"` estimator). Defaults to `None`.
         tensorboard: `False`, `True` or a folder path; needs the `tensorboard` package. Defaults to
             `False`.
 
@@ -245,6 +246,10 @@ def check_arguments(
     steps_per_epoch = _whole_number("steps_per_epoch", steps_per_epoch, 1)
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"`config` must be a dict of constructor arguments. Received: config={config!r}")
+    config = dict(config or {})
+    if "dab_residual" in config:  # refused before any work, not when the model is built
+        if not zoo_weights.check_dab_residual(config["dab_residual"], estimator):
+            del config["dab_residual"]  # the default: the same run as without it (run.json, folder, manifest)
     if tensorboard is not False and tensorboard is not True and not isinstance(tensorboard, (str, os.PathLike)):
         raise ValueError(f"`tensorboard` must be a bool or a folder path. Received: tensorboard={tensorboard!r}")
     if tensorboard is not False and importlib.util.find_spec("tensorboard") is None:
@@ -255,7 +260,7 @@ def check_arguments(
         "estimator": estimator, "samples": samples, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "seed": seed, "jit_compile": jit_compile, "strategy": strategy,
         "data": data, "steps_per_execution": steps_per_execution, "steps_per_epoch": steps_per_epoch,
-        "config": dict(config or {}), "tensorboard": tensorboard,
+        "config": config, "tensorboard": tensorboard,
     }
 
 
@@ -308,7 +313,8 @@ def train(
             or a `keras.distribution` instance (e.g. `DataParallel(...)`). Only the chief process writes into
             `output_dir`; the others write to temporary folders and return `None` paths.
         seed: Seed of initialization and data.
-        output_dir: Folder of the run. Defaults to `dab_zoo_runs/<model>-<estimator>`.
+        output_dir: Folder of the run. Defaults to `dab_zoo_runs/<model>-<estimator>`
+            (`<model>-dab_residual` for `config={"dab_residual": True}`).
         resume: Continue the run saved in `output_dir` (same arguments) instead of starting over.
         data: MNIST source for MNIST models: `"tfds"` or an `.npz` path.
         verbose: Keras `fit` verbosity.
@@ -318,7 +324,9 @@ def train(
             Defaults to the recipe's.
         command: Command line recorded in the manifest. Defaults to the equivalent `dab-zoo train` call.
         evaluate_at_end: Evaluate on the test set and record the metrics in the manifest.
-        config: Extra constructor arguments of the model.
+        config: Extra constructor arguments of the model, e.g. `{"dab_residual": True}` for the residual
+            DAB (the op's straight-through surrogate plus a learned correction; the shipped weights use the
+            paper's DAB). Recorded in `run.json` and in the manifest's `config`.
         tensorboard: `True` to write TensorBoard scalars to `output_dir/tensorboard` (or a folder path):
             the loss, metrics (with each DAB layer's `<layer>_approximation_error`), the learning rate and
             each layer's temperature `<layer>_temperature`. Defaults to `False`.
@@ -364,7 +372,7 @@ def train(
         # fails in TensorFlow ("variable on a different device").
         use_recipe = task.jit_compile is not None and placement.strategy is None
         jit_compile = task.jit_compile if use_recipe else default_jit_compile()
-    output_dir = Path(output_dir or Path("dab_zoo_runs") / f"{task.name}-{estimator}")
+    output_dir = Path(output_dir or Path("dab_zoo_runs") / f"{task.name}-{_run_name(estimator, config)}")
     output_dir = placement.output_dir(output_dir, resume)  # a temporary folder on non-chief workers
     backup_dir = output_dir / "backup"
     run_path = output_dir / _RUN_FILE
@@ -422,6 +430,7 @@ def train(
             + (f"--samples {total_steps * batch_size} " if train_data.synthetic else f"--epochs {n_epochs} ")
             + f"--batch-size {batch_size} --lr {learning_rate:g} --seed {seed}"
             + (" --jit" if jit_compile else " --no-jit")
+            + (" --dab-residual" if config.get("dab_residual") else "")
         )
     record = saved if saved is not None else {"arguments": arguments, "command": command, "epochs": []}
     record["complete"] = False
@@ -697,7 +706,14 @@ def _model_config(task, net, config):
     keys = [k for k in params if k not in ("estimator", "weights", "name", "include_top")]
     out = {k: params[k].default for k in keys}
     out.update({k: v for k, v in config.items() if k in out})
+    if not out.get("dab_residual", True):
+        del out["dab_residual"]  # the paper's DAB: written as its manifests were before the option existed
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def _run_name(estimator, config):
+    # The default run folder's suffix: a residual DAB run does not share the paper's DAB folder.
+    return "dab_residual" if config.get("dab_residual") else estimator
 
 
 def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0, **config):
@@ -710,7 +726,9 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
         estimator: Estimator the weights were trained with. Defaults to the model's default.
         data: MNIST source for MNIST models (`"tfds"` or an `.npz` path). Defaults to `"tfds"`.
         verbose: Prediction verbosity. Defaults to `0`.
-        **config: Constructor arguments.
+        **config: Constructor arguments. For a weights path with a manifest beside it (as `train` writes
+            one), those not given come from the manifest's `config` (e.g. a sorter's `length`, or
+            `dab_residual` for the same estimator).
 
     Returns:
         A dict of test metrics (see each task's `evaluate`), e.g. `all_or_none_accuracy`,
@@ -730,6 +748,26 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
     """
     task = registry.get(model)
     estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
+    config = {**_manifest_config(task, weights, estimator), **config}
     net = task.build(estimator, weights=weights, **config)
     return task.evaluate(net, data=data, verbose=verbose)
+
+
+def _manifest_config(task, weights, estimator):
+    # The constructor arguments recorded in the manifest beside a weights path (as `train` writes it), so
+    # that the model is rebuilt as it was trained; the estimator's own ones only for the same estimator.
+    if weights is None or (isinstance(weights, str) and weights in ("pretrained", *zoo_weights.ESTIMATORS)):
+        return {}
+    path = zoo_weights.manifest_path(weights)
+    if not path.is_file():
+        return {}
+    manifest = zoo_weights.read_manifest(path)
+    params = inspect.signature(task.constructor).parameters
+    skip = {"estimator", "weights", "name", "include_top"}
+    if manifest.get("estimator") != estimator:
+        skip.update(zoo_weights.ESTIMATOR_CONFIG)
+    config = manifest.get("config")
+    if not isinstance(config, dict):
+        return {}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in params and k not in skip}
 

@@ -114,6 +114,7 @@ def DiscreteVAE(
     temperature=1.0,
     weights="pretrained",
     name=None,
+    dab_residual=False,
 ):
     """Builds the discrete-latent VAE of binarized MNIST: `(B, 28, 28, 1)` images in {0, 1}.
 
@@ -130,6 +131,11 @@ def DiscreteVAE(
         bits: Number D of binary latent variables (`latent="binary"` only). Defaults to `200`.
         hidden_units: Encoder widths; the decoder mirrors them. Defaults to `(512, 256)`.
         approximator_units: Hidden widths of the DAB approximator. Defaults to `(64,)`.
+        dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
+            the op's straight-through surrogate and starts at zero, so training starts as
+            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
+            were trained with `False`; weights load only into a model of the same choice. Defaults to
+            `False`.
         temperature: τ of the relaxation of `"relaxed"` and `"straight_through"`, where annealing
             starts (`fit(..., callbacks=[temperature_annealing(total_steps)])` anneals it to 0.3 as the
             recipe does; without a callback τ stays fixed). Defaults to `1.0`.
@@ -166,6 +172,7 @@ def DiscreteVAE(
         hidden_units=hidden_units,
         approximator_units=approximator_units,
         temperature=temperature,
+        dab_residual=dab_residual,
         name=name or model_name,
     )
     model.build((None, 28, 28, 1))
@@ -178,6 +185,8 @@ def DiscreteVAE(
         config.update(bits=model.bits)
     if key == "dab":
         config["approximator_units"] = list(model.approximator_units)
+        if model.dab_residual:  # left out when False, as in the manifests of the paper's DAB
+            config["dab_residual"] = True
     elif key in ("relaxed", "straight_through"):
         config["temperature"] = model.temperature
     zoo_weights.load(model, weights, model_name, key, config)

@@ -121,6 +121,10 @@ class DiscreteVAEModel(keras.Model):
         temperature: Initial τ > 0 of the relaxation (`"relaxed"`, `"straight_through"` given by name).
             Defaults to `1.0`.
         seed: Seed of the latent noise generator. Defaults to `None` (Keras's global seed).
+        dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
+            the op's straight-through surrogate and starts at zero, so training starts as
+            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
+            were trained with `False`. Defaults to `False` (also for configs saved before it existed).
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
@@ -147,6 +151,7 @@ class DiscreteVAEModel(keras.Model):
         approximator_units=(64,),
         temperature=1.0,
         seed=None,
+        dab_residual=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -160,10 +165,13 @@ class DiscreteVAEModel(keras.Model):
         )
         self.temperature = _validation.check_positive_float("temperature", temperature)
         self.seed = seed
+        self.dab_residual = zoo_weights.check_dab_residual(dab_residual, estimator)
         self._estimator_arg = (
             estimator if isinstance(estimator, str) else dab_estimators.serialize(dab_estimators.get(estimator))
         )
-        est = _estimator(estimator, self.latent, self.temperature, self.approximator_units, self.categories)
+        est = _estimator(
+            estimator, self.latent, self.temperature, self.approximator_units, self.categories, self.dab_residual
+        )
 
         self.flatten = keras.layers.Flatten(name="flatten")
         self.encoder_layers = [
@@ -475,6 +483,7 @@ class DiscreteVAEModel(keras.Model):
             "approximator_units": list(self.approximator_units),
             "temperature": self.temperature,
             "seed": self.seed,
+            "dab_residual": self.dab_residual,
         }
 
     @classmethod

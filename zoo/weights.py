@@ -190,6 +190,48 @@ def shipped_manifests(model=None):
     return manifests
 
 
+def check_dab_residual(dab_residual, estimator):
+    """Checks the `dab_residual` argument of a zoo model: a bool, `True` only for `estimator="dab"` by name.
+
+    Args:
+        dab_residual: The argument (`True`: a residual DAB, the op's straight-through surrogate plus a
+            learned correction that starts at zero; `False`: the paper's DAB, as the shipped weights).
+        estimator: The model's estimator: a name or an `Estimator` instance.
+
+    Returns:
+        `dab_residual`, a bool.
+
+    Raises:
+        ValueError: if `dab_residual` is not a bool, or is `True` with another estimator (an `Estimator`
+            object brings its own settings).
+
+    Examples:
+        >>> check_dab_residual(True, "dab"), check_dab_residual(False, "relaxed")
+        (True, False)
+        >>> check_dab_residual(True, "relaxed")
+        Traceback (most recent call last):
+        ...
+        ValueError: `dab_residual=True` needs estimator='dab' (given by name). Received: estimator='relaxed'
+    """
+    if not isinstance(dab_residual, bool):
+        raise ValueError(f"`dab_residual` must be a bool. Received: dab_residual={dab_residual!r}")
+    if dab_residual and not (isinstance(estimator, str) and estimator_key(estimator) == "dab"):
+        raise ValueError(
+            f"`dab_residual=True` needs estimator='dab' (given by name). Received: estimator={estimator!r}"
+        )
+    return dab_residual
+
+
+#: Arguments of a weights configuration that may be left out when they have their default (`check_config`
+#: compares the default with the other side's value). `dab_residual` is written only when `True`, so the
+#: manifests of the paper's DAB, written before it existed, keep matching.
+CONFIG_DEFAULTS = {"dab_residual": False}
+
+#: Arguments of a weights configuration that configure the estimator, not the network: they are not
+#: compared when the weights were trained with another estimator (its state is not loaded).
+ESTIMATOR_CONFIG = ("approximator_units", "dab_residual")
+
+
 def _normalize(value):
     if isinstance(value, (list, tuple)):
         return [_normalize(v) for v in value]
@@ -201,7 +243,8 @@ def _normalize(value):
 def check_config(manifest, config, source):
     """Raises `ValueError` naming every argument of `config` that differs from the manifest's.
 
-    Only the keys present in both are compared; integral floats equal ints and tuples equal lists.
+    Only the keys present in both are compared, and those of `CONFIG_DEFAULTS` present in either (the
+    other side counts as the default); integral floats equal ints and tuples equal lists.
 
     Args:
         manifest: A manifest dict; its `config` entry holds the arguments the weights were trained with.
@@ -218,8 +261,14 @@ def check_config(manifest, config, source):
         Traceback (most recent call last):
         ...
         ValueError: The weights at w.h5 were trained with ...: latent_units=128 (weights: 256)...
+        >>> check_config(manifest, {"latent_units": 256, "dab_residual": True}, "at w.h5")
+        Traceback (most recent call last):
+        ...
+        ValueError: The weights at w.h5 were trained with ...: dab_residual=True (weights: False)...
     """
     trained = manifest.get("config", {})
+    named = {k: v for k, v in CONFIG_DEFAULTS.items() if k in trained or k in config}
+    trained, config = {**named, **trained}, {**named, **config}
     diffs = [
         f"{key}={config[key]!r} (weights: {trained[key]!r})"
         for key in sorted(trained)
@@ -307,8 +356,9 @@ def load(model, weights, model_name, estimator, config):
         model_name: Registry name of the model (e.g. `"sorter"`).
         estimator: Estimator key (`"dab"`, `"straight_through"`, `"relaxed"`), or `None` for a custom
             estimator object.
-        config: Constructor arguments that the weights must match (`approximator_units` only when the
-            weights were trained with the same estimator).
+        config: Constructor arguments that the weights must match (`ESTIMATOR_CONFIG`, such as
+            `approximator_units` and `dab_residual`, only when the weights were trained with the same
+            estimator; `dab_residual` only when `True`, see `CONFIG_DEFAULTS`).
 
     Returns:
         The manifest of the loaded weights (an empty dict when there is none), or `None` for `weights=None`.
@@ -372,10 +422,11 @@ def load(model, weights, model_name, estimator, config):
         verify_sha256(path, manifest)
         if manifest.get("model") not in (None, model_name):
             raise ValueError(f"The weights {source} belong to model {manifest['model']!r}, not {model_name!r}.")
-        network = dict(config)
-        if manifest.get("estimator") != estimator:
-            network.pop("approximator_units", None)  # estimator state: not loaded across estimators
-        check_config(manifest, network, source)
+        trained, network = manifest, config
+        if manifest.get("estimator") != estimator:  # estimator state: not loaded across estimators
+            network = {k: v for k, v in config.items() if k not in ESTIMATOR_CONFIG}
+            trained = {"config": {k: v for k, v in manifest.get("config", {}).items() if k not in ESTIMATOR_CONFIG}}
+        check_config(trained, network, source)
     _check_hdf5(path)
     try:
         model.load_weights(path)

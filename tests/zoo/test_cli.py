@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from dab_keras import zoo
 from dab_keras.zoo import cli
 
 TINY = ["--samples", "1024", "--batch-size", "256", "--quiet"]
@@ -55,6 +56,9 @@ def test_help_everywhere(argv, capsys):
         (["train", "mnist_classifier", "--data", "missing.npz"], "No MNIST .npz file at `data`"),
         (["evaluate", "sorter", "--weights", "missing.weights.h5"], "No file at missing.weights.h5"),
         (["train", "sorter", "--samples", "10", "--batch-size", "64", "--quiet"], "at least the batch size"),
+        (["train", "sorter", "--estimator", "straight_through", "--dab-residual", *TINY],
+         "`dab_residual=True` needs estimator='dab' (given by name). Received: estimator='straight_through'"),
+        (["train", "discrete_vae", "--dab-residual", *TINY], "Received: estimator='relaxed'"),  # its default
     ],
 )
 def test_bad_arguments_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
@@ -179,6 +183,27 @@ def test_train_then_evaluate_the_written_weights(capsys, tmp_path):
     assert accuracy in out.splitlines()  # the same test set, the same weights: the same number
 
 
+def test_train_and_evaluate_a_residual_dab(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _run(capsys, "train", "sorter", "--estimator", "dab", "--dab-residual", *TINY)
+    assert code == 0
+    out_dir = tmp_path / "dab_zoo_runs" / "sorter-dab_residual"  # not the paper's DAB run folder
+    weights = out_dir / "sorter-dab.weights.h5"
+    assert f"weights: {weights.relative_to(tmp_path)}" in out
+    manifest = json.loads((out_dir / "sorter-dab.json").read_text())
+    assert manifest["config"]["dab_residual"] is True and manifest["estimator"] == "dab"
+    assert manifest["command"] == "dab-zoo train sorter --estimator dab --dab-residual " + " ".join(TINY)
+    run = json.loads((out_dir / "run.json").read_text())
+    assert run["arguments"]["config"] == {"dab_residual": True}
+    accuracy = [line for line in out.splitlines() if line.startswith("per_position_accuracy:")][0]
+    # evaluate rebuilds the model as the manifest beside the weights says: a residual DAB.
+    code, out, _ = _run(capsys, "evaluate", "sorter", "--estimator", "dab", "--weights", str(weights))
+    assert code == 0 and accuracy in out.splitlines()
+    # The Python API without the manifest's settings refuses, naming the argument.
+    with pytest.raises(ValueError, match=r"dab_residual=False \(weights: True\)"):
+        zoo.Sorter(estimator="dab", weights=weights)
+
+
 def test_a_second_run_in_the_same_folder_needs_resume(capsys, tmp_path):
     argv = ["train", "sorter", "--estimator", "straight_through", "--output", str(tmp_path),
             "--samples", "2048", "--batch-size", "256", "--steps-per-epoch", "4", "--quiet"]
@@ -217,6 +242,7 @@ def _snapshot(folder):
         ({"--samples": "4096"}, [], "epochs=4 (the run: 2)"),
         ({"--steps-per-epoch": "2"}, [], "steps_per_epoch=2 (the run: 4)"),
         ({}, ["--no-jit"], "jit_compile=False (the run: True)"),
+        ({}, ["--dab-residual"], "config={'dab_residual': True} (the run: {})"),
     ],
 )
 def test_resume_refuses_arguments_that_change_the_run(finished_run, change, flags, message, capsys):

@@ -31,6 +31,17 @@ def test_plan_turns_samples_into_whole_epochs_of_steps():
         training.plan(sorter, 256, samples=4096, synthetic=True)
 
 
+def test_check_arguments_keeps_dab_residual_only_when_true():
+    sorter = registry.get("sorter")
+    assert training.check_arguments(sorter, config={"dab_residual": True})["config"] == {"dab_residual": True}
+    # False is the default: the same run (run.json, folder, manifest) as without it.
+    assert training.check_arguments(sorter, config={"dab_residual": False, "length": 5})["config"] == {"length": 5}
+    with pytest.raises(ValueError, match=r"`dab_residual` must be a bool. Received: dab_residual='yes'"):
+        training.check_arguments(sorter, config={"dab_residual": "yes"})
+    with pytest.raises(ValueError, match=r"needs estimator='dab'.*Received: estimator='relaxed'"):
+        training.check_arguments(sorter, estimator="relaxed", config={"dab_residual": True})
+
+
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     schedule = task.cosine_schedule(1e-3, total_steps=100, warmup_steps=10)
     lrs = np.array([float(schedule(step)) for step in (0, 5, 10, 55, 100)])

@@ -200,3 +200,82 @@ def test_binary_vae_constructor_defaults_to_its_shipped_estimator():
     model = zoo.DiscreteVAE(latent="binary")  # raised before: no relaxed binary weights ship
     assert model.get_config()["estimator"] == "dab"
     assert zoo.DiscreteVAE().get_config()["estimator"] == "relaxed"
+
+
+@pytest.fixture(scope="module")
+def residual_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("residual_run")
+    return zoo.train(
+        "sorter", estimator="dab", samples=1024, batch_size=256, output_dir=out, verbose=0,
+        config={**TINY, "dab_residual": True},
+    )
+
+
+def test_a_residual_dab_run_records_it_and_loads_only_into_a_residual_dab(run, residual_run):
+    manifest = zoo_weights.read_manifest(residual_run["manifest"])
+    assert manifest["config"]["dab_residual"] is True and manifest["estimator"] == "dab"
+    assert "dab_residual" not in zoo_weights.read_manifest(run["manifest"])["config"]  # the paper's: as before
+    assert residual_run["model"].get_layer("sign").estimator.residual is True
+    x, _ = data.sort_batch(8, 5, seed=3)
+    loaded = Sorter(estimator="dab", weights=residual_run["weights"], dab_residual=True, **TINY)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), residual_run["model"].predict(x, verbose=0))
+    # Both directions fail with the configuration error, naming the argument and both values.
+    with pytest.raises(ValueError, match=r"different configuration: dab_residual=False \(weights: True\)"):
+        Sorter(estimator="dab", weights=residual_run["weights"], **TINY)
+    with pytest.raises(ValueError, match=r"different configuration: dab_residual=True \(weights: False\)"):
+        Sorter(estimator="dab", weights=run["weights"], dab_residual=True, **TINY)
+    # Another estimator takes the network only: the DAB's own settings are not compared.
+    with pytest.warns(UserWarning, match="Layer 'sign'"):
+        other = Sorter(estimator="straight_through", weights=residual_run["weights"], **TINY)
+    np.testing.assert_array_equal(other.predict(x, verbose=0), residual_run["model"].predict(x, verbose=0))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **kw: zoo.Sorter(**kw),
+        lambda **kw: zoo.MNISTClassifier(**kw),
+        lambda **kw: zoo.DiscreteVAE(latent="binary", estimator="dab", **kw),
+        lambda **kw: zoo.DiscreteVAE(latent="categorical", estimator="dab", **kw),
+    ],
+    ids=["sorter", "mnist_classifier", "binary_vae", "discrete_vae"],
+)
+def test_shipped_paper_dab_weights_refuse_a_residual_dab_model(build):
+    # The shipped manifests predate `dab_residual`: its absence means the paper's DAB.
+    with pytest.raises(ValueError, match=r"different configuration: dab_residual=True \(weights: False\)"):
+        build(dab_residual=True)
+    model = build(dab_residual=True, weights=None)
+    layer = next(x for x in model._flatten_layers() if isinstance(x, dk.layers.DiscreteLayer))
+    assert layer.estimator.residual is True
+
+
+def test_check_config_counts_a_missing_dab_residual_as_false():
+    paper, residual = {"config": {"margin": 0.5}}, {"config": {"margin": 0.5, "dab_residual": True}}
+    zoo_weights.check_config(paper, {"margin": 0.5}, "at w.h5")
+    zoo_weights.check_config(paper, {"margin": 0.5, "dab_residual": False}, "at w.h5")
+    zoo_weights.check_config(residual, {"margin": 0.5, "dab_residual": True}, "at w.h5")
+    with pytest.raises(ValueError, match=r"dab_residual=False \(weights: True\)"):
+        zoo_weights.check_config(residual, {"margin": 0.5}, "at w.h5")
+    with pytest.raises(ValueError, match=r"dab_residual=True \(weights: False\)"):
+        zoo_weights.check_config(paper, {"margin": 0.5, "dab_residual": True}, "at w.h5")
+
+
+@pytest.mark.parametrize("factory", [zoo.Sorter, zoo.MNISTClassifier, zoo.DiscreteVAE])
+def test_dab_residual_must_be_a_bool_and_needs_the_dab_estimator(factory):
+    with pytest.raises(ValueError, match=r"`dab_residual` must be a bool. Received: dab_residual=1"):
+        factory(estimator="dab", dab_residual=1, weights=None)
+    with pytest.raises(ValueError, match=r"`dab_residual=True` needs estimator='dab'.*estimator='relaxed'"):
+        factory(estimator="relaxed", dab_residual=True, weights=None)
+    with pytest.raises(ValueError, match=r"`dab_residual=True` needs estimator='dab'"):
+        factory(estimator=dk.estimators.DAB(), dab_residual=True, weights=None)  # an object has its own
+
+
+def test_include_top_false_passes_dab_residual_on(residual_run):
+    base = Sorter(estimator="dab", weights=residual_run["weights"], dab_residual=True, include_top=False, **TINY)
+    assert base.get_layer("sign").estimator.residual is True
+    with pytest.raises(ValueError, match=r"dab_residual=False \(weights: True\)"):
+        Sorter(estimator="dab", weights=residual_run["weights"], include_top=False, **TINY)
+    with pytest.raises(ValueError, match=r"dab_residual=True \(weights: False\)"):
+        zoo.MNISTClassifier(include_top=False, dab_residual=True)  # the shipped paper-DAB weights
+    base = zoo.MNISTClassifier(include_top=False, dab_residual=True, weights=None)
+    assert base.get_layer("sign").estimator.residual is True
