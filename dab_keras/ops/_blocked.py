@@ -51,15 +51,17 @@ def _weighted_rows(weights, e):
     return ops.matmul(weights, e)
 
 
-def _exp_logits(kind, block, start, s, a, y_padded, row_factors):
+def _exp_logits(kind, block, start, s, a, y_padded, row_factors, peaks):
     """$E = e^L$ for the rows `[start, start + block)`: (batch, block, n)."""
     if kind == "neuralsort":
-        # Z_ij = r_i s_j - a_j, element-wise (a matrix product with an inner size of 2 fuses with nothing).
+        # L_ij = r_i (s_j - s_σ(i)) - (a_j - a_σ(i)): Z_ij less its value at the column σ(i) where row i
+        # peaks (NeuralSort's theorem), so L_iσ(i) is exactly 0 whatever the rounding, and no pass over
+        # the row for its maximum. Every other L_ij is <= 0 in exact arithmetic; clamping the rounded
+        # value at 0 only brings it closer (with near-ties at a huge β the rounding could overflow exp).
         rb = _rows(row_factors, start, block)[..., 0]
-        logits = ops.expand_dims(rb, -1) * ops.expand_dims(s, -2) - ops.expand_dims(a, -2)
-        # The exact row maximum: the analytic one (the i-th largest entry) is off by round-off that
-        # β amplifies, which could underflow a whole row.
-        return ops.exp(logits - ops.max(logits, axis=-1, keepdims=True, initial=-float("inf")))
+        ps, pa = (ops.expand_dims(_rows(p, start, block), -1) for p in peaks)
+        logits = ops.expand_dims(rb, -1) * (ops.expand_dims(s, -2) - ps) - (ops.expand_dims(a, -2) - pa)
+        return ops.exp(ops.minimum(logits, 0.0))
     yb = _rows(y_padded, start, block)
     return ops.exp(-ops.abs(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2)))
 
@@ -67,7 +69,7 @@ def _exp_logits(kind, block, start, s, a, y_padded, row_factors):
 def _kernels(kind, mode, n, block):
     """The blocked forward pass and its recomputing backward pass, as two functions of tensors only.
 
-    `forward(y, s, a, x, scale, r) -> (out, den)` and
+    `forward(y, s, a, x, scale, r, perm) -> (out, den)` and
     `backward(y, s, a, x, scale, r, perm, out, den, upstream) -> (dy, ds, da, dx)` (the column gradients
     before the final multiplication by `scale`); `den` holds the row sums $d_i$ (padded rows: 1).
     """
@@ -82,21 +84,23 @@ def _kernels(kind, mode, n, block):
     def zero_padded(t):
         return ops.pad(t, ((0, 0), (0, pad))) if pad else t
 
-    def setup(y, s, r):
+    def setup(y, s, a, r, perm):
         weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), s.dtype), ops.shape(s)))
         # NeuralSort's row i of Z is [r_i, -1] · [s_j, a_j]: one matrix product per block.
         row_factors = padded(ops.stack([r, -ops.ones_like(r)], axis=-1))  # (batch, n_pad, 2)
-        return weights, row_factors, padded(y)
+        index = ops.cast(perm, "int32")
+        peaks = tuple(padded(ops.take_along_axis(t, index, axis=-1)) for t in (s, a))  # s_σ(i), a_σ(i)
+        return weights, row_factors, padded(y), peaks
 
-    def forward(y, s, a, x, scale, r):
+    def forward(y, s, a, x, scale, r, perm):
         dtype = s.dtype
         batch = ops.shape(s)[0]
-        weights, row_factors, y_padded = setup(y, s, r)
+        weights, row_factors, y_padded, peaks = setup(y, s, a, r, perm)
 
         def body(b, carry):
             out, den = carry
             start = b * block
-            e = _exp_logits(kind, block, start, s, a, y_padded, row_factors)
+            e = _exp_logits(kind, block, start, s, a, y_padded, row_factors, peaks)
             if mode == "values":
                 sums = ops.matmul(e, ops.stack([x, ops.ones_like(x)], axis=-1))  # (batch, B, 2)
                 d = sums[..., 1]
@@ -116,7 +120,7 @@ def _kernels(kind, mode, n, block):
     def backward(y, s, a, x, scale, r, perm, out, den, g):
         dtype = s.dtype
         batch = ops.shape(s)[0]
-        weights, row_factors, y_padded = setup(y, s, r)
+        weights, row_factors, y_padded, peaks = setup(y, s, a, r, perm)
         # Row i's entries concentrate near column σ(i) (the i-th in sorted order), so L̄ is written
         # around that column: x_j - v_i = (x_j - x_σ(i)) + δ_i, with δ_i = x_σ(i) - v_i formed
         # directly. Then a hard row cancels exactly (no β-amplified round-off when P̂ is one-hot).
@@ -128,7 +132,7 @@ def _kernels(kind, mode, n, block):
 
         def body(b, acc):
             start = b * block
-            e = _exp_logits(kind, block, start, s, a, y_padded, row_factors)
+            e = _exp_logits(kind, block, start, s, a, y_padded, row_factors, peaks)
             d = _rows(den, start, block)
             rowvals = _rows(sorted_vals, start, block)
             if mode == "values":
@@ -229,7 +233,7 @@ def soft_permute(kind, rows, s, a, x, scale, mode, block_size=DEFAULT_BLOCK_SIZE
     def fn(y, s, a, x, scale, r, perm):
         # No gradient flows through the kernels themselves (this function's gradient is `grad`); cutting
         # them off keeps TensorFlow's tape from differentiating the compiled loop.
-        out, den = forward(*(ops.stop_gradient(t) for t in (y, s, a, x, scale, r)))
+        out, den = forward(*(ops.stop_gradient(t) for t in (y, s, a, x, scale, r, perm)))
 
         def grad(*args, upstream=None):
             if upstream is None:
