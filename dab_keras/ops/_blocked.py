@@ -2,13 +2,16 @@ r"""Row-blocked relaxed permutations: $\hat P x$ and $\hat P^\top w$ without the
 
 NeuralSort and SoftSort both give a relaxed permutation matrix whose rows are softmaxes of logits
 
-$$ L_{ij} = \begin{cases} Z_{ij} - \max_k Z_{ik},\ Z_{ij} = r_i s_j - a_j & \text{NeuralSort: }
+$$ L_{ij} = \begin{cases} Z_{ij} - Z_{i\sigma(i)},\ Z_{ij} = r_i s_j - a_j & \text{NeuralSort: }
    r_i = n + 1 - 2i,\ a = A_s \mathbf 1 \\ -|y_i - s_j| & \text{SoftSort: } y = \operatorname{sort}(s)
    \end{cases} $$
 
 where $s$ (and $a$, $y$) already carry the inverse temperature (the callers pass $\beta s$ with
-$\beta = c/\tau$ and $|s| < 4$ before scaling). Every $L_{ij} \le 0$ and each row has a 0, so
-$E = e^L$ neither overflows nor vanishes.
+$\beta = c/\tau$ and $|s| < 4$ before scaling) and $\sigma(i)$ is the column of the i-th largest $s$,
+where row $i$ peaks (NeuralSort's theorem: $Z_{i\sigma(i)} = \max_k Z_{ik}$). Every $L_{ij} \le 0$
+(NeuralSort's rounded logits are clamped at 0) and each row has an exact 0, so $E = e^L$ neither
+overflows nor vanishes. NeuralSort's kernels also skip, block by block, the sorted columns outside the
+block's band (see `_neuralsort_kernels`).
 
 The functions compute the values $v = \hat P x$ and the ranks $\rho = \hat P^\top w$ ($w_i = i$) one
 block of rows at a time, under a custom gradient that recomputes each block in the backward pass: memory
@@ -21,7 +24,7 @@ pass), upstream gradient $g$ and $\bar L = \partial \mathcal L / \partial L$:
 then NeuralSort's $\bar s_j = \sum_i r_i \bar L_{ij}$, $\bar a_j = -\sum_i \bar L_{ij}$ are sums over rows
 of $E$ weighted by row vectors, i.e. one small matrix product per block ($\bar L$ is never formed), and
 SoftSort's $\bar s_j = \sum_i \bar L_{ij} \operatorname{sign}(y_i - s_j) = $ minus the row sums
-$\bar y_i$ summed the other way. The row maxima need no gradient (each row of $\bar L$ sums to 0).
+$\bar y_i$ summed the other way. The peaks need no gradient (each row of $\bar L$ sums to 0).
 Written around the column $\sigma(i)$ where row $i$ peaks ($x_j - v_i = (x_j - x_{\sigma(i)}) +
 (x_{\sigma(i)} - v_i)$), a one-hot row cancels exactly.
 """
