@@ -110,9 +110,10 @@ def _neuralsort_kernels(mode, n, block, chunk):
         first = tuple(_rows(t, start, 1) for t in rows)
         last = tuple(_rows(t, start + block - 1, 1) for t in rows)
         position = ops.arange(n, dtype="int32")
-        above = _neuralsort_logits(*first, s_sorted, a_sorted)[:, 0] > -threshold
+        # (NaN logits, from an invalid τ, count as above: the NaN reaches every output.)
+        above = ops.logical_not(_neuralsort_logits(*first, s_sorted, a_sorted)[:, 0] <= -threshold)
         lo = ops.min(ops.where(above, position, n), initial=n)  # (an empty batch: no chunk)
-        above = _neuralsort_logits(*last, s_sorted, a_sorted)[:, 0] > -threshold
+        above = ops.logical_not(_neuralsort_logits(*last, s_sorted, a_sorted)[:, 0] <= -threshold)
         hi = ops.max(ops.where(above, position + 1, 0), initial=0)
         return lo, (hi - lo + chunk - 1) // chunk
 
