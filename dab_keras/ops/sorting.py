@@ -183,26 +183,30 @@ def _check_relaxation(relaxation):
     return _validation.check_one_of("relaxation", relaxation, RELAXATIONS)
 
 
-def _abs_row_sums(s):
-    """$(A_s \\mathbf 1)_j = \\sum_k |s_j - s_k|$ in O(n log n), from the sorted values' prefix sums."""
+def _abs_row_sums(s, order):
+    """$(A_s \\mathbf 1)_j = \\sum_k |s_j - s_k|$ in O(n log n), from the sorted values' prefix sums.
+
+    `order` (batch, n) sorts `s` descending; the sums are taken in ascending order.
+    """
     n = s.shape[-1]
-    order = ops.argsort(ops.stop_gradient(s), axis=-1)
+    order = ops.flip(order, axis=-1)
     u = ops.take_along_axis(s, order, axis=-1)
     p = ops.cast(ops.arange(n), s.dtype)
     below = ops.cumsum(u, axis=-1)  # Σ_{q <= p} u_q
     total = below[..., -1:]
     sorted_sums = u * p - (below - u) + (total - below) - u * (n - 1 - p)
-    return ops.take_along_axis(sorted_sums, ops.argsort(order, axis=-1), axis=-1)
+    return ops.take_along_axis(sorted_sums, _blocked.inverse_permutation(order), axis=-1)
 
 
 def _relaxation_inputs(x, temperature, direction, relaxation):
-    """Flattens `x` to (batch, n); returns `(kind, rows, s, a, c, shape)` for `_blocked` or the matrix.
+    """Flattens `x` to (batch, n); returns `(kind, rows, s, a, c, order, shape)` for `_blocked` or the matrix.
 
     `s` is `x` oriented (descending order of `s` is `direction` order of `x`), divided by `c`, the power
     of two at or below its largest magnitude, and multiplied by `β = c / τ` (capped so that no logit
     overflows): the logits are those of `x / τ`, but no intermediate exceeds about `4 n c / τ`, whatever
     the input's scale. `rows` is NeuralSort's row coefficients `n + 1 - 2i` or SoftSort's `y`, the
-    descending sort of `s` (with gradient); `a` is NeuralSort's `β A 1` (zeros for SoftSort).
+    descending sort of `s` (with gradient); `a` is NeuralSort's `β A 1` (zeros for SoftSort); `order`
+    (int32) sorts `s` descending.
     """
     _check_direction(direction)
     kind = _check_relaxation(relaxation)
@@ -220,15 +224,15 @@ def _relaxation_inputs(x, temperature, direction, relaxation):
     # 1 / c apart can overflow and underflow (c = 3e38, τ = 1).
     unit = ops.stop_gradient(s / c) + (s - ops.stop_gradient(s))
     k = ops.stop_gradient(beta / c)
-    order = ops.argsort(ops.stop_gradient(-unit), axis=-1)  # descending
+    order = ops.cast(ops.argsort(ops.stop_gradient(-unit), axis=-1), "int32")  # descending
     s = _times_beta(unit, beta, k)
     if kind == "neuralsort":
-        a = _times_beta(_abs_row_sums(unit), beta, k)
+        a = _times_beta(_abs_row_sums(unit, order), beta, k)
         rows = ops.broadcast_to(ops.cast(n + 1 - 2 * ops.arange(1, n + 1), s.dtype), ops.shape(s))
     else:
         rows = ops.take_along_axis(s, order, axis=-1)  # differentiated through, as in the paper's code
         a = ops.zeros_like(s)
-    return kind, rows, s, a, c, shape
+    return kind, rows, s, a, c, order, shape
 
 
 def _times_beta(u, beta, k):
@@ -239,7 +243,7 @@ def _times_beta(u, beta, k):
 
 
 def _matrix(x, temperature, direction, relaxation):
-    kind, rows, s, a, _, shape = _relaxation_inputs(x, temperature, direction, relaxation)
+    kind, rows, s, a, _, _, shape = _relaxation_inputs(x, temperature, direction, relaxation)
     if kind == "neuralsort":
         logits = ops.expand_dims(rows, -1) * ops.expand_dims(s, -2) - ops.expand_dims(a, -2)
     else:
@@ -323,13 +327,13 @@ def soft_sort(x, temperature, direction="ascending"):
 
 def _blocked_product(x, temperature, direction, relaxation, block_size, mode):
     block_size = _validation.check_int("block_size", block_size, 1)
-    kind, rows, s, a, c, shape = _relaxation_inputs(x, temperature, direction, relaxation)
+    kind, rows, s, a, c, order, shape = _relaxation_inputs(x, temperature, direction, relaxation)
     if mode == "values":  # P̂ x = c P̂ (x / c): every intermediate stays bounded
         values = ops.reshape(ops.convert_to_tensor(x), ops.shape(s))
         unit = ops.stop_gradient(values / c) + (values - ops.stop_gradient(values))
-        out = _blocked.soft_permute(kind, rows, s, a, unit, c, mode, block_size)
+        out = _blocked.soft_permute(kind, rows, s, a, unit, c, order, mode, block_size)
     else:
-        out = _blocked.soft_permute(kind, rows, s, a, ops.zeros_like(s), c, mode, block_size)
+        out = _blocked.soft_permute(kind, rows, s, a, ops.zeros_like(s), c, order, mode, block_size)
     return ops.reshape(out, shape)
 
 

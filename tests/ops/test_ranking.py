@@ -93,6 +93,27 @@ def test_blocked_matches_the_dense_matrix_in_value_and_gradient(rng, mode, relax
 
 
 @pytest.mark.parametrize("mode", sorted(BLOCKED))
+@pytest.mark.parametrize("block_size", [16, 64])
+def test_neuralsort_bands_match_the_dense_matrix_at_scale(rng, mode, block_size):
+    # n = 300 > 128 columns a chunk, and at these τ each block's band of columns is narrower than n: the
+    # blocked version visits only the band, and still equals the dense matrix (with ties, uneven blocks).
+    blocked, dense = BLOCKED[mode]
+    x = rng.normal(size=(2, 300))
+    x[0, :20] = x[0, 20]
+    upstream = rng.normal(size=x.shape)
+    for tau in (0.02, 0.3):
+        fn = lambda v, t=tau: blocked(v, t, "ascending", "neuralsort", block_size)  # noqa: E731
+        ref = lambda v, t=tau: dense(v, t, "ascending", "neuralsort")  # noqa: E731
+        out = np.asarray(fn(x))
+        # Float64 on TensorFlow; JAX computes in float32 unless x64 is enabled, where the logits' round-off
+        # (|L| up to ~1e4 here) dominates: then compared relative to the largest entry.
+        tol = 1e-9 if out.dtype == np.float64 else 2e-2
+        for actual, expected in ((out, np.asarray(ref(x))),
+                                 (gradients.vjp(fn, x, upstream), gradients.vjp(ref, x, upstream))):
+            np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("mode", sorted(BLOCKED))
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
 def test_blocked_gradient_matches_finite_differences(rng, mode, relaxation):
     blocked, _ = BLOCKED[mode]
@@ -185,6 +206,19 @@ def test_extreme_inputs_give_finite_values_and_gradients(rng, fn, relaxation, sc
         if keras.backend.backend() == "tensorflow":
             # Pᵀ g exactly (XLA's fused multiply-adds leave a round-off of β ε here on JAX: finite, not 0).
             np.testing.assert_array_equal(grad, upstream[:, np.argsort(np.argsort(x[0]))])
+
+
+@pytest.mark.parametrize("mode", sorted(BLOCKED))
+@pytest.mark.parametrize("scale", [1.0, 1e30])
+def test_ties_at_a_tiny_temperature_give_finite_values_and_gradients(rng, mode, scale):
+    # Tied entries' logits are equal only up to round-off, which β = 1 / τ amplifies far beyond the
+    # exponential's range: the blocked NeuralSort's logits stay clamped at or below their row's peak.
+    blocked, _ = BLOCKED[mode]
+    x = np.array([[1.0, -2.0, 1.0, 0.0, 3.0, -2.0, 1.0, 0.0, 2.0]], "float32") * np.float32(0.37 * scale)
+    for tau in (1e-10, 0.01, 1.0):
+        y = np.asarray(blocked(x, tau))
+        grad = gradients.vjp(lambda v, t=tau: blocked(v, t), x, rng.normal(size=x.shape).astype("float32"))
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(grad)), (tau, y, grad)
 
 
 @pytest.mark.parametrize("mode", sorted(BLOCKED))
