@@ -1,4 +1,4 @@
-"""The study harness (`benchmarks/study`): interval math, resume, table writer, gradient diagnostic."""
+"""The study harness (`benchmarks/study`): interval math, resume, table writer, tasks, gradient diagnostic."""
 
 import math
 import os
@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.study import estimators as study_estimators  # noqa: E402
 from benchmarks.study import gradient_quality as gq  # noqa: E402
 from benchmarks.study import report, results, runner, stats, tasks  # noqa: E402
 
@@ -168,6 +169,129 @@ def test_command_line_lists_tables_and_refuses_bad_arguments(tmp_path, capsys):
     assert "Received: ['magic']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", "everyday", "--data", missing, "--seeds", "0"])
+
+
+def test_a_synthetic_table_runs_without_data_and_an_mnist_table_refuses_to(tmp_path, capsys, monkeypatch):
+    from benchmarks.study.__main__ import main
+
+    assert main(["run", "everyday", "--out", str(tmp_path / "e")]) == 2
+    assert "Received: no --data" in capsys.readouterr().err
+    paths = []
+    real_run_table = runner.run_table
+
+    def run_table(table, out, *args, data_path=None, **kwargs):
+        paths.append(data_path)
+        return real_run_table(table, out, *args, data_path=data_path, **{**kwargs, "train": _FakeTrain()})
+
+    monkeypatch.setattr(runner, "run_table", run_table)
+    out = str(tmp_path / "p")
+    argv = ["run", "permutation", "--out", out, "--seeds", "2", "--steps", "10", "--estimators", "straight_through",
+            "dab"]
+    assert main(argv) == 0
+    assert paths == [None]
+    assert "| permutation_n10 | dab |" in capsys.readouterr().out
+    assert len(results.read(os.path.join(out, "results.jsonl"))) == 4
+
+
+# ----------------------------------------------------------------------------------- sort and permutation tasks
+def _gradient(fn, x):
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(x))
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = fn(x)
+    return np.asarray(tape.gradient(value, x))
+
+
+def test_identity_estimator_passes_the_upstream_gradient_unpermuted():
+    import keras
+
+    from dab_keras import layers
+
+    x = np.array([[3.0, 1.0, 2.0]], "float32")
+    weights = np.array([[1.0, 10.0, 100.0]], "float32")  # upstream gradient of the i-th sorted value
+    identity = layers.Sort(estimator=tasks.make_estimator("identity"))
+    assert isinstance(identity.estimator, study_estimators.IdentityStraightThrough)
+    assert np.asarray(identity(x, training=True)).tolist() == [[1.0, 2.0, 3.0]]  # hard sort forward
+    grad = _gradient(lambda t: keras.ops.sum(identity(t, training=True) * weights), x)
+    np.testing.assert_array_equal(grad, [[1.0, 10.0, 100.0]])  # to the i-th input, not to the one sorted there
+    # the true gradient of the sorted values: x_1 = 1 is first (weight 1), x_2 = 2 second (10), x_0 = 3 third (100)
+    true_grad = _gradient(lambda t: keras.ops.sum(keras.ops.sort(t, axis=-1) * weights), x)
+    np.testing.assert_array_equal(true_grad, [[100.0, 1.0, 10.0]])
+    with pytest.raises(ValueError, match="shaped like the op's input"):
+        layers.Sort(output_mode="permutation", estimator=study_estimators.IdentityStraightThrough())(
+            x, training=True)
+
+
+def _fake_mnist(rng):
+    return {"x_train": rng.random((256, 784), dtype=np.float32), "y_train": rng.integers(0, 10, 256),
+            "x_test": rng.random((50, 784), dtype=np.float32), "y_test": rng.integers(0, 10, 50)}
+
+
+def _small_permutation_data():
+    x_train, y_train = tasks.permutation_data(256, seed=0)
+    x_test, y_test = tasks.permutation_data(50, seed=1)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+@pytest.mark.parametrize("table", ["sortnet", "permutation"])
+def test_sort_tasks_train_a_few_steps_with_every_estimator(table):
+    task_name, = tasks.get_table(table).tasks
+    task = tasks.TASKS[task_name]
+    data = _fake_mnist(np.random.default_rng(0)) if table == "sortnet" else _small_permutation_data()
+    assert set(tasks.get_table(table).estimators) >= {"straight_through", "relaxed", "dab", "dab_paper"}
+    for estimator in tasks.get_table(table).estimators:
+        evaluations, curve = runner.train_run(task, estimator, 0, [2], data, curve_every=1)
+        assert 0.0 <= evaluations[2][0] <= 1.0
+        assert len(curve) == 2 and all(np.isfinite(point[1]) for point in curve)
+    assert ("identity" in tasks.get_table(table).estimators) == (table == "sortnet")
+
+
+def test_permutation_metric_is_one_for_a_model_scoring_by_the_true_keys():
+    import keras
+
+    from dab_keras import layers
+
+    _, keys = tasks.permutation_data(200, seed=5)
+    oracle = keras.Sequential([keras.Input((keys.shape[1],)), layers.Sort(output_mode="permutation")])
+    task = tasks.TASKS["permutation_n10"]
+    assert task.evaluate(oracle, {"x_test": keys, "y_test": keys}) == 1.0
+    assert task.evaluate(oracle, {"x_test": -keys, "y_test": keys}) == 0.0  # sorts descending
+    swapped = keys.copy()
+    swapped[:50, [0, 1]] = swapped[:50, [1, 0]]  # the first 50 sequences scored with two keys exchanged
+    assert task.evaluate(oracle, {"x_test": swapped, "y_test": keys}) == 150 / 200
+    # the training loss and accuracy of a Keras fit agree: zero loss and accuracy 1 for the right permutation
+    perfect = oracle.predict(keys, verbose=0)
+    assert np.asarray(tasks._sorting_loss(keys, perfect)).max() == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_array_equal(np.asarray(tasks._exact_permutation(keys, perfect)), 1.0)
+    # the loss of one exchanged pair: two positions off by the keys' gap, over n positions
+    wrong = oracle.predict(swapped[:1], verbose=0)
+    gap = abs(keys[0, 0] - keys[0, 1])
+    assert float(tasks._sorting_loss(keys[:1], wrong)[0]) == pytest.approx(2 * gap**2 / keys.shape[1], rel=1e-5)
+
+
+def test_permutation_data_is_deterministic_in_its_seed():
+    x, keys = tasks.permutation_data(7, seed=3)
+    x_again, keys_again = tasks.permutation_data(7, seed=3)
+    np.testing.assert_array_equal(x, x_again)
+    np.testing.assert_array_equal(keys, keys_again)
+    x_other, keys_other = tasks.permutation_data(7, seed=4)
+    assert not np.array_equal(keys, keys_other) and not np.array_equal(x, x_other)
+    assert x.shape == (7, tasks.PERMUTATION_ITEMS, tasks.PERMUTATION_FEATURES) and x.dtype == np.float32
+    assert keys.shape == (7, tasks.PERMUTATION_ITEMS) and keys.min() >= 0.0 and keys.max() <= 1.0
+    # features are the fixed map of the keys plus noise of the stated size
+    a, b = tasks.permutation_feature_map()
+    residual = x - np.sin(keys[..., None] * a + b)
+    assert 0.5 * tasks.PERMUTATION_NOISE < residual.std() < 1.5 * tasks.PERMUTATION_NOISE
+    train, test = tasks.PERMUTATION_DATA_SEEDS["train"], tasks.PERMUTATION_DATA_SEEDS["test"]
+    assert train != test
 
 
 # ----------------------------------------------------------------------------------- gradient diagnostic

@@ -3,6 +3,7 @@
     python -m benchmarks.study list
     python -m benchmarks.study run everyday --data /path/mnist.npz --seeds 3 --steps 100 400 --out study/everyday
     python -m benchmarks.study run everyday ... --resume      # adds only the missing cells
+    python -m benchmarks.study run permutation --out study/permutation   # synthetic data: no --data
     python -m benchmarks.study report everyday --out study/everyday   # table and plots from results.jsonl
     python -m benchmarks.study gradients --samples 2000        # gradient-quality diagnostic
 """
@@ -38,8 +39,9 @@ def _parser():
         sub.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds, 0..n-1")
         sub.add_argument("--steps", type=_positive_int, nargs="+", default=None, help="budgets (optimizer steps)")
         if name == "run":
-            sub.add_argument("--data", required=True,
-                             help="MNIST .npz in Keras's layout, or 'tfds' (TensorFlow Datasets, online)")
+            sub.add_argument("--data", default=None,
+                             help="MNIST .npz in Keras's layout, or 'tfds' (TensorFlow Datasets, online); "
+                                  "needed by the MNIST tables, not by synthetic ones (e.g. permutation)")
             sub.add_argument("--resume", action="store_true", help="skip cells already in results.jsonl")
             sub.add_argument("--curve-every", type=_positive_int, default=25,
                              help="steps per training-curve point")
@@ -79,7 +81,12 @@ def main(argv=None):
     steps = tuple(sorted(set(args.steps or table.steps)))
     seeds = args.seeds if args.seeds is not None else table.seeds
     if args.command == "run":
-        if args.data != "tfds" and not os.path.isfile(args.data):
+        needs_data = any(tasks.TASKS[name].needs_data for name in table.tasks)
+        if needs_data and args.data is None:
+            print(f"Table {table.name!r} trains on MNIST: `--data` must be an MNIST .npz file (Keras's layout) "
+                  "or 'tfds'. Received: no --data", file=sys.stderr)
+            return 2
+        if args.data is not None and args.data != "tfds" and not os.path.isfile(args.data):
             print(f"`--data` must be an MNIST .npz file (Keras's layout) or 'tfds'. Received: --data {args.data}",
                   file=sys.stderr)
             return 2

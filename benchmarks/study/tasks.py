@@ -2,8 +2,10 @@
 
 A task builds a fresh, compiled Keras model for an estimator and a seed, and names its data. A table is a
 list of tasks with default estimators, seeds and budgets: `python -m benchmarks.study run TABLE` runs it.
-New domains (VAE, the sort non-linearity classifier, sorting) register with `register_task` and
-`register_table`; the runner only needs `build(estimator, seed)`, `data(path)` and `evaluate(model, data)`.
+New domains register with `register_task` and `register_table`; the runner only needs
+`build(estimator, seed)`, `data(path)` and `evaluate(model, data)`. Tables: the MNIST MLP with each hard
+layer (`everyday`, `layers`), the sort non-linearity classifier (`sortnet`) and permutation learning on
+synthetic sequences (`permutation`, no data file).
 """
 
 import dataclasses
@@ -21,6 +23,12 @@ def _paper_dab():
     return estimators.DAB(residual=False)
 
 
+def _identity_estimator():
+    from benchmarks.study import estimators
+
+    return estimators.IdentityStraightThrough()
+
+
 # Every estimator a table may name: an alias the layers take, or a factory of a fresh estimator object.
 # `dab` is the library's default (a residual approximator); `dab_paper` is g alone, as in the paper.
 ESTIMATOR_CHOICES = {
@@ -28,6 +36,7 @@ ESTIMATOR_CHOICES = {
     "relaxed": "relaxed",
     "dab": "dab",
     "dab_paper": _paper_dab,
+    "identity": _identity_estimator,
 }
 
 
@@ -49,6 +58,8 @@ class Task:
         batch_size: Training batch size.
         metric: Name of the reported test metric.
         evaluate: `evaluate(model, data) -> float`, the test metric (test split only).
+        needs_data: Whether `data` reads the file given by `--data` (MNIST); synthetic tasks draw their
+            own and ignore it.
     """
 
     name: str
@@ -58,6 +69,7 @@ class Task:
     batch_size: int
     metric: str
     evaluate: object
+    needs_data: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,4 +220,183 @@ register_table(Table(
     name="layers",
     description="The everyday case and its analogues for every hard layer",
     tasks=tuple(f"mnist_mlp_{layer}" for layer in _MLP_LAYERS),
+))
+
+
+# ----------------------------------------------------------------------------------- the sort non-linearity
+SORTNET_WIDTH = 256
+SORTNET_GROUP = 16
+
+
+def _sort_block(estimator):
+    import keras
+
+    from dab_keras import layers
+
+    return [keras.layers.Reshape((SORTNET_WIDTH // SORTNET_GROUP, SORTNET_GROUP)),
+            layers.Sort(output_mode="values", estimator=make_estimator(estimator)), keras.layers.Flatten()]
+
+
+def _build_sortnet(estimator, seed):
+    """MNIST MLP whose only non-linearity is `Sort`: 784 -> 256 -> Sort -> 256 -> Sort -> 10 (linear maps)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(SORTNET_WIDTH), *_sort_block(estimator),
+        keras.layers.Dense(SORTNET_WIDTH), *_sort_block(estimator),
+        keras.layers.Dense(10),
+    ])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="task_loss"),
+                 keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+register_task(Task(
+    name="mnist_sortnet",
+    description=(f"MNIST MLP 784 -> {SORTNET_WIDTH} -> Sort -> {SORTNET_WIDTH} -> Sort -> 10, linear layers, Sort "
+                 f"(values) within {SORTNET_WIDTH // SORTNET_GROUP} groups of {SORTNET_GROUP} as the only "
+                 "non-linearity, Adam 1e-3, batch 64, from scratch"),
+    build=_build_sortnet,
+    data=_mnist,
+    batch_size=64,
+    metric="test accuracy",
+    evaluate=_accuracy,
+))
+register_table(Table(
+    name="sortnet",
+    description="Classification with the sort non-linearity (the DAB paper's sort classifier)",
+    tasks=("mnist_sortnet",),
+    estimators=("straight_through", "relaxed", "dab", "dab_paper", "identity"),
+))
+
+
+# ----------------------------------------------------------------------------------- permutation learning
+PERMUTATION_ITEMS = 10
+PERMUTATION_FEATURES = 16
+PERMUTATION_NOISE = 0.05
+PERMUTATION_TRAIN, PERMUTATION_TEST = 50_000, 5_000
+# Seeds of the synthetic data, fixed across training seeds: the feature map, the training and the test set.
+PERMUTATION_DATA_SEEDS = {"map": 1905, "train": 3658, "test": 1903}
+
+
+def permutation_feature_map(seed=PERMUTATION_DATA_SEEDS["map"], features=PERMUTATION_FEATURES):
+    """The fixed random map from an item's key v in [0, 1] to its features: `sin(a v + b)`, `(features,)` each.
+
+    Random Fourier features (frequencies a ~ N(0, 4^2), phases b ~ U(0, 2 pi)): no single feature is monotone
+    in v, so the scorer must learn to invert the map.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, 4.0, features).astype("float32"), rng.uniform(0.0, 2 * np.pi, features).astype("float32")
+
+
+def permutation_data(num_sequences, seed, items=PERMUTATION_ITEMS, noise=PERMUTATION_NOISE, feature_map=None):
+    """Sequences of `items` items: keys v ~ U(0, 1) and features `sin(a v + b) + noise * N(0, 1)`.
+
+    Args:
+        num_sequences: Number of sequences.
+        seed: Seed of the keys and the noise (the feature map is fixed separately).
+        items: Items per sequence.
+        noise: Standard deviation of the Gaussian noise added to each feature.
+        feature_map: `(a, b)`, default `permutation_feature_map()`.
+
+    Returns:
+        `(features, keys)`: float32 arrays of shapes `(num_sequences, items, features)` and
+        `(num_sequences, items)`.
+    """
+    a, b = feature_map if feature_map is not None else permutation_feature_map()
+    rng = np.random.default_rng(seed)
+    keys = rng.uniform(0.0, 1.0, (num_sequences, items)).astype("float32")
+    features = np.sin(keys[..., None] * a + b) + noise * rng.standard_normal((num_sequences, items, len(a)))
+    return features.astype("float32"), keys
+
+
+def _permutation_task_data(path):
+    del path  # synthetic
+    x_train, y_train = permutation_data(PERMUTATION_TRAIN, PERMUTATION_DATA_SEEDS["train"])
+    x_test, y_test = permutation_data(PERMUTATION_TEST, PERMUTATION_DATA_SEEDS["test"])
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _sorting_loss(keys, permutation):
+    """Mean squared error between `P @ keys` (the keys reordered by the model's permutation) and the sorted keys."""
+    from keras import ops
+
+    keys = ops.cast(keys, permutation.dtype)
+    reordered = ops.squeeze(ops.matmul(permutation, ops.expand_dims(keys, -1)), -1)
+    return ops.mean(ops.square(reordered - ops.sort(keys, axis=-1)), axis=-1)
+
+
+def _exact_permutation(keys, permutation):
+    """1 where every row of the permutation picks the input holding that sorted position's key, else 0."""
+    from keras import ops
+
+    correct = ops.equal(ops.argmax(permutation, axis=-1), ops.argsort(keys, axis=-1))
+    return ops.cast(ops.all(correct, axis=-1), "float32")
+
+
+def permutation_accuracy(permutations, keys):
+    """Exact-permutation accuracy: the fraction of sequences whose every position is right (NumPy).
+
+    Args:
+        permutations: `(num_sequences, n, n)` permutation matrices, row i the one-hot of the input holding
+            the i-th smallest key (`Sort(output_mode="permutation")`).
+        keys: `(num_sequences, n)` true keys.
+
+    Returns:
+        A float in [0, 1].
+    """
+    return float(np.mean(np.all(np.argmax(permutations, axis=-1) == np.argsort(keys, axis=-1), axis=-1)))
+
+
+def _evaluate_permutation(model, data):
+    return permutation_accuracy(model.predict(data["x_test"], batch_size=1000, verbose=0), data["y_test"])
+
+
+def _build_permutation(estimator, seed):
+    """A shared per-item MLP scorer (features -> 64 relu -> 64 relu -> 1), then a hard permutation matrix."""
+    import keras
+
+    from dab_keras import layers
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((PERMUTATION_ITEMS, PERMUTATION_FEATURES)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(1),
+        keras.layers.Reshape((PERMUTATION_ITEMS,)),
+        layers.Sort(output_mode="permutation", estimator=make_estimator(estimator)),
+    ])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=_sorting_loss,
+        metrics=[keras.metrics.MeanMetricWrapper(_sorting_loss, name="task_loss"),
+                 keras.metrics.MeanMetricWrapper(_exact_permutation, name="accuracy")],
+    )
+    return model
+
+
+register_task(Task(
+    name="permutation_n10",
+    description=(f"Learn to sort {PERMUTATION_ITEMS} items from noisy random Fourier features of their keys: shared "
+                 "per-item MLP scorer -> Sort(permutation) -> MSE(P keys, sorted keys), Adam 1e-3, batch 64; "
+                 "metric: all positions right"),
+    build=_build_permutation,
+    data=_permutation_task_data,
+    batch_size=64,
+    metric="exact-permutation accuracy",
+    evaluate=_evaluate_permutation,
+    needs_data=False,
+))
+register_table(Table(
+    name="permutation",
+    description="Permutation learning through a hard permutation matrix (the DAB paper's sorting problems)",
+    tasks=("permutation_n10",),
+    estimators=("straight_through", "relaxed", "dab", "dab_paper"),
 ))
