@@ -230,6 +230,22 @@ def test_identity_estimator_passes_the_upstream_gradient_unpermuted():
             x, training=True)
 
 
+def test_exact_sort_gradient_is_the_gradient_of_the_sorted_values():
+    import keras
+
+    from dab_keras import layers
+
+    x = np.array([[3.0, 1.0, 2.0], [0.5, -2.0, 4.0]], "float32")
+    weights = np.array([[1.0, 10.0, 100.0]], "float32")
+    for direction, expected in (("ascending", [[100.0, 1.0, 10.0], [10.0, 1.0, 100.0]]),
+                                ("descending", [[1.0, 100.0, 10.0], [10.0, 100.0, 1.0]])):
+        layer = layers.Sort(direction=direction, estimator=tasks.make_estimator("exact"))
+        grad = _gradient(lambda t, layer=layer: keras.ops.sum(layer(t, training=True) * weights), x)
+        np.testing.assert_array_equal(grad, expected)  # by hand: each input gets its sorted position's weight
+    with pytest.raises(ValueError, match="output_mode='values'"):
+        layers.Sort(output_mode="ranks", estimator=study_estimators.ExactSortGradient())(x, training=True)
+
+
 def _fake_mnist(rng):
     return {"x_train": rng.random((256, 784), dtype=np.float32), "y_train": rng.integers(0, 10, 256),
             "x_test": rng.random((50, 784), dtype=np.float32), "y_test": rng.integers(0, 10, 50)}

@@ -29,14 +29,23 @@ def _identity_estimator():
     return estimators.IdentityStraightThrough()
 
 
+def _exact_sort_gradient():
+    from benchmarks.study import estimators
+
+    return estimators.ExactSortGradient()
+
+
 # Every estimator a table may name: an alias the layers take, or a factory of a fresh estimator object.
-# `dab` is the library's default (a residual approximator); `dab_paper` is g alone, as in the paper.
+# `dab` is the library's default (a residual approximator); `dab_paper` is g alone, as in the paper;
+# `identity` the paper's sort baseline (unpermuted gradient) and `exact` the true gradient of sorted values
+# (both for `Sort(output_mode="values")`, see `benchmarks/study/estimators.py`).
 ESTIMATOR_CHOICES = {
     "straight_through": "straight_through",
     "relaxed": "relaxed",
     "dab": "dab",
     "dab_paper": _paper_dab,
     "identity": _identity_estimator,
+    "exact": _exact_sort_gradient,
 }
 
 
@@ -272,7 +281,7 @@ register_table(Table(
     name="sortnet",
     description="Classification with the sort non-linearity (the DAB paper's sort classifier)",
     tasks=("mnist_sortnet",),
-    estimators=("straight_through", "relaxed", "dab", "dab_paper", "identity"),
+    estimators=("straight_through", "relaxed", "dab", "dab_paper", "identity", "exact"),
 ))
 
 
