@@ -286,7 +286,8 @@ register_table(Table(
 
 
 # ----------------------------------------------------------------------------------- permutation learning
-PERMUTATION_ITEMS = 10
+PERMUTATION_SIZES = (5, 10, 20)  # items per sequence, one task each
+PERMUTATION_ITEMS = 10  # the default of `permutation_data`
 PERMUTATION_FEATURES = 16
 PERMUTATION_NOISE = 0.05
 PERMUTATION_TRAIN, PERMUTATION_TEST = 50_000, 5_000
@@ -325,11 +326,14 @@ def permutation_data(num_sequences, seed, items=PERMUTATION_ITEMS, noise=PERMUTA
     return features.astype("float32"), keys
 
 
-def _permutation_task_data(path):
-    del path  # synthetic
-    x_train, y_train = permutation_data(PERMUTATION_TRAIN, PERMUTATION_DATA_SEEDS["train"])
-    x_test, y_test = permutation_data(PERMUTATION_TEST, PERMUTATION_DATA_SEEDS["test"])
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+def _permutation_loader(items):
+    def data(path):
+        del path  # synthetic
+        x_train, y_train = permutation_data(PERMUTATION_TRAIN, PERMUTATION_DATA_SEEDS["train"], items)
+        x_test, y_test = permutation_data(PERMUTATION_TEST, PERMUTATION_DATA_SEEDS["test"], items)
+        return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+    return data
 
 
 def _sorting_loss(keys, permutation):
@@ -367,45 +371,49 @@ def _evaluate_permutation(model, data):
     return permutation_accuracy(model.predict(data["x_test"], batch_size=1000, verbose=0), data["y_test"])
 
 
-def _build_permutation(estimator, seed):
-    """A shared per-item MLP scorer (features -> 64 relu -> 64 relu -> 1), then a hard permutation matrix."""
-    import keras
+def _permutation_builder(items):
+    def build(estimator, seed):
+        """A shared per-item MLP scorer (features -> 64 relu -> 64 relu -> 1), then a hard permutation matrix."""
+        import keras
 
-    from dab_keras import layers
+        from dab_keras import layers
 
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((PERMUTATION_ITEMS, PERMUTATION_FEATURES)),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(1),
-        keras.layers.Reshape((PERMUTATION_ITEMS,)),
-        layers.Sort(output_mode="permutation", estimator=make_estimator(estimator)),
-    ])
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=_sorting_loss,
-        metrics=[keras.metrics.MeanMetricWrapper(_sorting_loss, name="task_loss"),
-                 keras.metrics.MeanMetricWrapper(_exact_permutation, name="accuracy")],
-    )
-    return model
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([
+            keras.Input((items, PERMUTATION_FEATURES)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(1),
+            keras.layers.Reshape((items,)),
+            layers.Sort(output_mode="permutation", estimator=make_estimator(estimator)),
+        ])
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=_sorting_loss,
+            metrics=[keras.metrics.MeanMetricWrapper(_sorting_loss, name="task_loss"),
+                     keras.metrics.MeanMetricWrapper(_exact_permutation, name="accuracy")],
+        )
+        return model
+
+    return build
 
 
-register_task(Task(
-    name="permutation_n10",
-    description=(f"Learn to sort {PERMUTATION_ITEMS} items from noisy random Fourier features of their keys: shared "
-                 "per-item MLP scorer -> Sort(permutation) -> MSE(P keys, sorted keys), Adam 1e-3, batch 64; "
-                 "metric: all positions right"),
-    build=_build_permutation,
-    data=_permutation_task_data,
-    batch_size=64,
-    metric="exact-permutation accuracy",
-    evaluate=_evaluate_permutation,
-    needs_data=False,
-))
+for _items in PERMUTATION_SIZES:
+    register_task(Task(
+        name=f"permutation_n{_items}",
+        description=(f"Learn to sort {_items} items from noisy random Fourier features of their keys: shared "
+                     "per-item MLP scorer -> Sort(permutation) -> MSE(P keys, sorted keys), Adam 1e-3, batch 64; "
+                     "metric: all positions right"),
+        build=_permutation_builder(_items),
+        data=_permutation_loader(_items),
+        batch_size=64,
+        metric="exact-permutation accuracy",
+        evaluate=_evaluate_permutation,
+        needs_data=False,
+    ))
 register_table(Table(
     name="permutation",
     description="Permutation learning through a hard permutation matrix (the DAB paper's sorting problems)",
-    tasks=("permutation_n10",),
+    tasks=tuple(f"permutation_n{items}" for items in PERMUTATION_SIZES),
     estimators=("straight_through", "relaxed", "dab", "dab_paper"),
 ))
