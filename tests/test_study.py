@@ -297,6 +297,16 @@ def test_permutation_metric_is_one_for_a_model_scoring_by_the_true_keys():
     assert float(tasks._sorting_loss(keys[:1], wrong)[0]) == pytest.approx(2 * gap**2 / keys.shape[1], rel=1e-5)
 
 
+def test_known_map_reference_sorts_noiseless_features_and_less_with_noise():
+    x, keys = tasks.permutation_data(40, 7, 5, noise=0.0)
+    keys = np.round(keys * 4000) / 4000  # keys on the decoder's grid: exact recovery
+    x = np.sin(keys[..., None] * tasks.permutation_feature_map()[0] + tasks.permutation_feature_map()[1])
+    assert tasks.known_map_accuracy(x.astype("float32"), keys) == (1.0, 1.0)
+    noisy, noisy_keys = tasks.permutation_data(200, 7, 20, noise=0.5)
+    exact, per_position = tasks.known_map_accuracy(noisy, noisy_keys)
+    assert exact < per_position < 1.0
+
+
 def test_permutation_data_is_deterministic_in_its_seed():
     x, keys = tasks.permutation_data(7, seed=3)
     x_again, keys_again = tasks.permutation_data(7, seed=3)
