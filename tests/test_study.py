@@ -135,6 +135,18 @@ def test_table_writer_cells_and_plots(tmp_path, fake_table):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_table_header_names_the_tasks_metric(tmp_path, monkeypatch):
+    task = tasks.Task(name="fake_sorting", description="a fake", build=None, data=lambda path: {}, batch_size=4,
+                      metric="exact-permutation accuracy", evaluate=None, needs_data=False)
+    monkeypatch.setitem(tasks.TASKS, task.name, task)
+    table = tasks.Table(name="fake", description="Fake table", tasks=(task.name,),
+                        estimators=("straight_through", "dab"), seeds=2, steps=(10,))
+    out = str(tmp_path / "study")
+    records = runner.run_table(table, out, train=_FakeTrain())
+    markdown = report.write_report(records, table, out, table.estimators, table.steps)
+    assert "| exact-permutation accuracy (%) @ 10 steps |" in markdown.splitlines()[2]
+
+
 def test_a_budget_inside_a_longer_run_equals_a_run_of_that_budget():
     rng = np.random.default_rng(0)
     data = {"x_train": rng.random((256, 784), dtype=np.float32), "y_train": rng.integers(0, 10, 256),

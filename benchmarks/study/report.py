@@ -120,7 +120,7 @@ def curves(records, task, estimator):
     return {seed: np.asarray(r["curve"], dtype="float64") for seed, r in best.items()}
 
 
-def plot_task(records, task, estimators, steps, path, scale=100.0):
+def plot_task(records, task, estimators, steps, path, scale=100.0, metric="test accuracy (%)"):
     """Saves a PNG: training task loss per step (mean over seeds, 95 % band) and the test metric at budgets."""
     import matplotlib
 
@@ -165,7 +165,7 @@ def plot_task(records, task, estimators, steps, path, scale=100.0):
     left.legend()
     right.set_xlabel("optimizer steps (budget)")
     right.set_xscale("log")
-    right.set_ylabel("test accuracy (%), mean ± 95 % t-interval, seeds")
+    right.set_ylabel(f"{metric}, mean ± 95 % t-interval, seeds")
     right.set_ylim(0, 100 if scale == 100.0 else None)
     right.legend()
     figure.suptitle(task)
@@ -180,7 +180,7 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
     text = [f"## {table.description}\n"]
     if command:
         text.append(f"`{command}`\n")
-    text.append(table_markdown(records, table.tasks, estimators, steps, seeds))
+    text.append(table_markdown(records, table.tasks, estimators, steps, seeds, metric=_metric_label(records, table.tasks)))
     text.append("\nmean ± half-width of the two-sided 95 % Student-t interval over seeds (n seeds per cell).\n")
     paired = paired_markdown(records, table.tasks, estimators, steps, seeds=seeds)
     if paired:
@@ -192,5 +192,12 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(markdown)
     for task in table.tasks:
-        plot_task(records, task, estimators, steps, os.path.join(out, f"curves_{task}.png"))
+        plot_task(records, task, estimators, steps, os.path.join(out, f"curves_{task}.png"),
+                  metric=_metric_label(records, (task,)))
     return markdown
+
+
+def _metric_label(records, tasks):
+    """The header of the tasks' test metric: the metric their records name, in percent."""
+    names = {r.get("metric") for r in records.values() if r["task"] in tasks} - {None}
+    return f"{names.pop()} (%)" if len(names) == 1 else "test metric (%)"
