@@ -165,7 +165,7 @@ def plot_task(records, task, estimators, steps, path, scale=100.0, metric="test 
     left.legend()
     right.set_xlabel("optimizer steps (budget)")
     right.set_xscale("log")
-    right.set_ylabel(f"{metric}, mean ± 95 % t-interval, seeds")
+    right.set_ylabel(f"{metric}\nmean ± 95 % t-interval, seeds")
     right.set_ylim(0, 100 if scale == 100.0 else None)
     right.legend()
     figure.suptitle(task)
