@@ -144,7 +144,9 @@ def test_table_header_names_the_tasks_metric(tmp_path, monkeypatch):
     out = str(tmp_path / "study")
     records = runner.run_table(table, out, train=_FakeTrain())
     markdown = report.write_report(records, table, out, table.estimators, table.steps)
-    assert "| exact-permutation accuracy (%) @ 10 steps |" in markdown.splitlines()[2]
+    lines = markdown.splitlines()
+    assert "| exact-permutation accuracy (%) @ 10 steps |" in lines[2]
+    assert any("| Δ exact-permutation accuracy (points) @ 10 steps |" in line for line in lines)
 
 
 def test_a_budget_inside_a_longer_run_equals_a_run_of_that_budget():

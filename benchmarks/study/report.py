@@ -180,9 +180,10 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
     text = [f"## {table.description}\n"]
     if command:
         text.append(f"`{command}`\n")
-    text.append(table_markdown(records, table.tasks, estimators, steps, seeds, metric=_metric_label(records, table.tasks)))
+    metric = _metric_name(records, table.tasks)
+    text.append(table_markdown(records, table.tasks, estimators, steps, seeds, metric=f"{metric} (%)"))
     text.append("\nmean ± half-width of the two-sided 95 % Student-t interval over seeds (n seeds per cell).\n")
-    paired = paired_markdown(records, table.tasks, estimators, steps, seeds=seeds)
+    paired = paired_markdown(records, table.tasks, estimators, steps, seeds=seeds, metric=f"{metric} (points)")
     if paired:
         text.append("Paired by seed (same initial weights and data order), each estimator minus straight-through:\n")
         text.append(paired)
@@ -193,11 +194,11 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
         f.write(markdown)
     for task in table.tasks:
         plot_task(records, task, estimators, steps, os.path.join(out, f"curves_{task}.png"),
-                  metric=_metric_label(records, (task,)))
+                  metric=f"{_metric_name(records, (task,))} (%)")
     return markdown
 
 
-def _metric_label(records, tasks):
-    """The header of the tasks' test metric: the metric their records name, in percent."""
+def _metric_name(records, tasks):
+    """The name of the tasks' test metric: the one their records name, or "test metric" if they differ."""
     names = {r.get("metric") for r in records.values() if r["task"] in tasks} - {None}
-    return f"{names.pop()} (%)" if len(names) == 1 else "test metric (%)"
+    return names.pop() if len(names) == 1 else "test metric"
