@@ -49,6 +49,25 @@ def inverse_permutation(order):
     return ops.scatter(indices, positions, shape)
 
 
+def _row_padding(n, block):
+    """`(blocks, pad, width, padded, zero_padded)` for `n` rows in blocks of `block`.
+
+    `width = blocks · block = n + pad`; `padded(t)` extends (batch, n, ...) to `width` rows by repeating
+    the last row (a real row keeps every softmax finite; its weight and gradient are 0) and
+    `zero_padded(t)` extends (batch, n) with zeros.
+    """
+    blocks = -(-n // block)
+    pad = blocks * block - n
+
+    def padded(t):
+        return ops.concatenate([t, ops.repeat(t[:, -1:], pad, axis=1)], axis=1) if pad else t
+
+    def zero_padded(t):
+        return ops.pad(t, ((0, 0), (0, pad))) if pad else t
+
+    return blocks, pad, blocks * block, padded, zero_padded
+
+
 def _rows(t, start, size):
     """Rows `[start, start + size)` of the second axis of `t` (batch, n_padded, ...)."""
     begin = (0, start) + (0,) * (len(t.shape) - 2)
@@ -82,16 +101,7 @@ def _neuralsort_kernels(mode, n, block, chunk):
     from those two rows; the kernels visit it in chunks of `chunk` columns and skip the rest, whose
     exponentials are 0 in the dtype anyway.
     """
-    blocks = -(-n // block)
-    pad = blocks * block - n
-    width = blocks * block
-
-    def padded(t):
-        # Repeat the last row: a real row keeps every softmax finite; its weight and gradient are 0.
-        return ops.concatenate([t, ops.repeat(t[:, -1:], pad, axis=1)], axis=1) if pad else t
-
-    def zero_padded(t):
-        return ops.pad(t, ((0, 0), (0, pad))) if pad else t
+    blocks, pad, width, padded, zero_padded = _row_padding(n, block)
 
     def setup(s, a, r, perm, columns):
         """Sorted columns (padded by `chunk` columns that contribute nothing) and the rows' factors."""
@@ -236,16 +246,7 @@ def _softsort_kernels(mode, n, block):
     turns into `(dy, ds, da, dx)` (the column gradients before the final multiplication by `scale`);
     `den` holds the row sums $d_i$ (padded rows: 1).
     """
-    blocks = -(-n // block)
-    pad = blocks * block - n
-    width = blocks * block
-
-    def padded(t):
-        # Repeat the last row: a real row keeps every softmax finite; its weight and gradient are 0.
-        return ops.concatenate([t, ops.repeat(t[:, -1:], pad, axis=1)], axis=1) if pad else t
-
-    def zero_padded(t):
-        return ops.pad(t, ((0, 0), (0, pad))) if pad else t
+    blocks, pad, width, padded, zero_padded = _row_padding(n, block)
 
     def exp_logits(y_padded, start, s):
         yb = _rows(y_padded, start, block)
