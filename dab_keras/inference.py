@@ -81,10 +81,10 @@ def summary(model, print_fn=None):
         ...     keras.layers.Dense(1)])
         >>> info = summary(model)
         layer  op    estimator  τ  γ   approximator
-        code   Sign  DAB        -  10  ElementwiseMLP (97 params)
-        Total params: 138 (inference 41, training only 97)
+        code   Sign  DAB        1  10  ElementwiseMLP (97 params)
+        Total params: 139 (inference 41, training only 98)
         >>> info["inference_params"], info["training_only_params"]
-        (41, 97)
+        (41, 98)
     """
     rows = []
     for layer in hard_layers(model):
@@ -149,7 +149,7 @@ def export_inference(model):
         ...     dab_keras.layers.Sign(estimator="dab"), keras.layers.Dense(1)])
         >>> light = export_inference(model)
         >>> light.count_params(), model.count_params()
-        (41, 138)
+        (41, 139)
         >>> x = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
         >>> bool(np.array_equal(light.predict(x, verbose=0), model.predict(x, verbose=0)))
         True

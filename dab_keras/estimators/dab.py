@@ -118,8 +118,8 @@ class DAB(Estimator):
         [[-1.0, 0.0, 1.0]]
         >>> len(layer.losses)  # the DAB loss's gradient (zero in value), added in training
         1
-        >>> float(layer.approximator(np.array([[0.3]])))  # the correction starts at zero: g = identity
-        0.0
+        >>> np.asarray(layer.approximator(np.array([[0.3, -2.0]]))).tolist()  # the correction starts at 0
+        [[0.0, 0.0]]
         >>> paper = DAB(residual=False)  # g is the network alone, randomly initialised
 
     References:
