@@ -199,16 +199,15 @@ class DAB(Estimator):
     def __call__(self, op, x, hard, state):
         approximator = state.approximator
         base = self._base(op, x, state)
-        sg_base = None if base is None else ops.stop_gradient(base)
         if approximator.trainable:
             # A frozen approximator (e.g. a frozen pretrained layer) keeps bridging gradients but is
             # not fitted any more: it adds no loss (its error is still reported).
-            error = approximation_error(approximator, x, hard, sg_base)
+            error = approximation_error(approximator, x, hard, base)
             loss = self.gamma * error
             # Zero in value, the DAB loss's gradient: the logged `loss` stays the task loss, g trains.
             op.add_loss(loss - ops.stop_gradient(loss))
         else:
-            error = ops.stop_gradient(approximation_error(approximator, x, hard, sg_base))
+            error = ops.stop_gradient(approximation_error(approximator, x, hard, base))
         state.record(error, self.gamma)
         g = approximator_output(approximator, x)
         if base is not None:
@@ -217,9 +216,7 @@ class DAB(Estimator):
 
     def observe(self, op, x, hard, state):
         # At inference the layer outputs `hard`; g runs only to report its error (evaluate, validation).
-        base = self._base(op, x, state)
-        base = None if base is None else ops.stop_gradient(base)
-        error = approximation_error(state.approximator, x, hard, base)
+        error = approximation_error(state.approximator, x, hard, self._base(op, x, state))
         state.record(ops.stop_gradient(error), self.gamma)
 
     def __repr__(self):
