@@ -339,37 +339,48 @@ def test_permutation_data_is_deterministic_in_its_seed():
 
 
 # ----------------------------------------------------------------------------------- gradient diagnostic
-def test_exact_gradient_matches_finite_differences():
-    problem = gq.make_problem(latents=3, observed=5, points=4, seed=1)
+@pytest.mark.parametrize("latent", ["binary", "categorical"])
+def test_exact_gradient_matches_finite_differences(latent):
+    problem = gq.make_problem(latents=3, observed=5, points=4, seed=1, latent=latent, categories=3)
     grad_r, grad_kl = gq.exact_gradients(problem)
     analytic = grad_r - grad_kl
+    assert analytic.shape == problem["logits"].shape
     eps = 1e-6
     numeric = np.zeros_like(analytic)
-    for i in range(analytic.shape[0]):
-        for k in range(analytic.shape[1]):
-            plus, minus = problem["logits"].copy(), problem["logits"].copy()
-            plus[i, k] += eps
-            minus[i, k] -= eps
-            numeric[i, k] = (gq.elbo(problem, plus)[i] - gq.elbo(problem, minus)[i]) / (2 * eps)
+    for index in np.ndindex(*analytic.shape):
+        plus, minus = problem["logits"].copy(), problem["logits"].copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric[index] = (gq.elbo(problem, plus)[index[0]] - gq.elbo(problem, minus)[index[0]]) / (2 * eps)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7)
     # the enumerated ELBO is a lower bound of the exact log-likelihood, also enumerated
-    zs = gq.configurations(3)
-    log_px = np.log(np.mean(np.exp(gq.log_likelihood(problem["x"][:, None], zs[None], problem["W"],
+    zs = gq.configurations(3, 3 if latent == "categorical" else None)
+    assert len(zs) == (27 if latent == "categorical" else 8)
+    flat = zs.reshape(len(zs), -1)
+    log_px = np.log(np.mean(np.exp(gq.log_likelihood(problem["x"][:, None], flat[None], problem["W"],
                                                      problem["c"])), axis=1))
     assert np.all(gq.elbo(problem) <= log_px + 1e-12)
 
 
-def test_reinforce_leave_one_out_is_unbiased():
-    problem = gq.make_problem(latents=3, observed=6, points=3, seed=2)
+def test_categorical_configurations_are_every_one_hot_assignment_once():
+    zs = gq.configurations(2, 3)
+    assert zs.shape == (9, 2, 3)
+    np.testing.assert_array_equal(zs.sum(axis=-1), np.ones((9, 2)))
+    assert len({tuple(z.argmax(axis=-1)) for z in zs}) == 9
+
+
+@pytest.mark.parametrize("latent", ["binary", "categorical"])
+def test_reinforce_leave_one_out_is_unbiased(latent):
+    problem = gq.make_problem(latents=3, observed=6, points=3, seed=2, latent=latent, categories=3)
     grad_r, _ = gq.exact_gradients(problem)
     estimates = gq.reinforce_loo(problem, estimates=4000, samples=4, seed=3)
     mean = estimates.mean(axis=0)
     standard_error = estimates.std(axis=0, ddof=1) / np.sqrt(len(estimates))
     z = (mean - grad_r) / standard_error
-    assert np.max(np.abs(z)) < 4.5  # 9 components
+    assert np.max(np.abs(z)) < 4.6  # 9 (binary) or 27 (categorical) components
     # the check has power: a baseline that includes the own sample scales the mean by (m - 1) / m
     biased = 0.75 * estimates
-    assert np.max(np.abs((biased.mean(axis=0) - grad_r) / standard_error)) > 4.5
+    assert np.max(np.abs((biased.mean(axis=0) - grad_r) / standard_error)) > 4.6
     assert gq.summarize(estimates, grad_r, grad_r * 0)["relative_bias"] < 0.1
 
 
@@ -385,6 +396,53 @@ def test_straight_through_pathwise_gradient_is_the_decoder_gradient_at_the_sampl
     x = np.tile(problem["x"], (5, 1))
     expected = (x - 1 / (1 + np.exp(-(z @ problem["W"].T + problem["c"])))) @ problem["W"]
     np.testing.assert_allclose(estimates.reshape(20, 3), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_categorical_straight_through_is_the_softmax_vjp_of_the_decoder_gradient_at_the_sample():
+    from dab_keras import layers
+
+    problem = gq.make_problem(latents=2, observed=5, points=4, seed=5, latent="categorical", categories=3)
+    estimates = gq.pathwise(problem, layers.ArgMax(axis=-1, estimator="straight_through"), estimates=5, seed=0)
+    assert estimates.shape == (5, 4, 2, 3)
+    # by hand: a = l + Gumbel noise, z = onehot(argmax a); the straight-through surrogate is softmax(a) (τ = 1)
+    rng = np.random.default_rng(0)
+    a = np.tile(problem["logits"], (5, 1, 1)) + gq.gumbel_noise((20, 2, 3), rng)
+    z = np.eye(3)[a.argmax(-1)].reshape(20, -1)
+    x = np.tile(problem["x"], (5, 1))
+    u = ((x - 1 / (1 + np.exp(-(z @ problem["W"].T + problem["c"])))) @ problem["W"]).reshape(20, 2, 3)
+    p = np.exp(a - a.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    expected = p * (u - np.sum(p * u, axis=-1, keepdims=True))
+    np.testing.assert_allclose(estimates.reshape(20, 2, 3), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("latent", ["binary", "categorical"])
+def test_straight_through_mean_is_the_gradient_through_the_noise_free_mean(latent):
+    import tensorflow as tf
+
+    problem = gq.make_problem(latents=2, observed=5, points=3, seed=6, latent=latent, categories=3)
+    estimates = gq.straight_through_mean(problem, estimates=4, seed=1)
+    assert estimates.shape == (4,) + problem["logits"].shape
+    # the same samples, by autodiff of f(z + m(l) - stop_gradient(m(l))) with m(l) = E[z | l]
+    rng = np.random.default_rng(1)
+    logits = problem["logits"]
+    noise = gq.gumbel_noise if latent == "categorical" else gq.logistic_noise
+    a = (np.tile(logits, (4,) + (1,) * (logits.ndim - 1)) + noise((12,) + logits.shape[1:], rng)).reshape(
+        (4,) + logits.shape)
+    z = np.eye(3)[a.argmax(-1)] if latent == "categorical" else np.where(a >= 0, 1.0, -1.0)
+    lt = tf.constant(np.broadcast_to(logits, a.shape))
+    with tf.GradientTape() as tape:
+        tape.watch(lt)
+        mean = tf.nn.softmax(lt, axis=-1) if latent == "categorical" else 2 * tf.sigmoid(lt) - 1
+        zs = tf.reshape(z + mean - tf.stop_gradient(mean), (4, 3, -1))
+        eta = tf.matmul(zs, problem["W"].T) + problem["c"]
+        value = tf.reduce_sum(problem["x"] * eta - tf.nn.softplus(eta))
+    np.testing.assert_allclose(estimates, tape.gradient(value, lt).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_gradient_diagnostic_refuses_unknown_latents():
+    with pytest.raises(ValueError, match="`latent` must be one of"):
+        gq.make_problem(latent="gaussian")
 
 
 def test_diagnostic_table_printer():

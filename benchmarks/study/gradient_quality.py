@@ -24,98 +24,183 @@ $\|\bar G - g\|$ (and relative to $\|g\|$) beside its Monte-Carlo floor $\sqrt{\
 (what an unbiased estimator shows), the total variance $\mathrm{tr}\,\Sigma$ (per-estimate, ddof 1), the
 cosine of $\bar G$ to $g$, and the mean cosine of single estimates to $g$ (for $\nabla_l R$ and for the
 whole ELBO gradient, KL included).
+
+The categorical variant (`latent="categorical"`) has K latents with C categories each, $z_k$ one-hot,
+$q(z_k = e_c \mid x) = \mathrm{softmax}(l_k)_c$, a uniform prior and decoder logits $\eta = W\,\mathrm{vec}(z) + c$:
+$C^K$ configurations, $\nabla_{l_k} R = \sum_z q(z) \log p(x \mid z)\, (z_k - \mathrm{softmax}(l_k))$ and
+$\nabla_{l_k} \mathrm{KL} = p_k \odot (\log(C p_k) - p_k^\top \log(C p_k))$. Its pathwise estimators go through
+`dab_keras.layers.ArgMax(axis=-1)` on $a = l + G$ with Gumbel noise G (the Gumbel-max trick: straight-through
+is then "straight-through Gumbel", relaxed the Gumbel-Softmax), and one more row, `straight_through_mean`:
+the hard sample's decoder gradient through the Jacobian of the noise-free softmax(l), the mean of the
+sample given l (the classic straight-through of stochastic units; not a layer estimator, computed here).
 """
 
 import math
 
 import numpy as np
 
-
 # ----------------------------------------------------------------------------------- the exact model
-def make_problem(latents=4, observed=16, points=32, weight_scale=1.5, logit_scale=1.5, seed=0):
-    """A random enumerable binary VAE and data drawn from it.
+LATENTS = ("binary", "categorical")
+
+
+def make_problem(latents=4, observed=16, points=32, weight_scale=1.5, logit_scale=1.5, seed=0,
+                 latent="binary", categories=4):
+    """A random enumerable VAE (binary or categorical latents) and data drawn from it.
 
     Returns:
-        A dict with `W` (D, K), `c` (D,), `x` (N, D) in {0, 1} and encoder `logits` (N, K), float64.
+        A dict with `latent`, `W` (D, F), `c` (D,), `x` (N, D) in {0, 1} and encoder `logits`, float64:
+        binary: F = K and logits (N, K); categorical: F = K·C and logits (N, K, C).
     """
+    if latent not in LATENTS:
+        raise ValueError(f"`latent` must be one of {LATENTS}. Received: latent={latent!r}")
     rng = np.random.default_rng(seed)
-    weights = rng.normal(0.0, weight_scale, (observed, latents))
+    features = latents if latent == "binary" else latents * categories
+    weights = rng.normal(0.0, weight_scale, (observed, features))
     bias = rng.normal(0.0, 1.0, observed)
-    z = rng.choice([-1.0, 1.0], size=(points, latents))
+    if latent == "binary":
+        z = rng.choice([-1.0, 1.0], size=(points, latents))
+    else:
+        z = np.eye(categories)[rng.integers(0, categories, (points, latents))].reshape(points, -1)
     x = (rng.random((points, observed)) < _sigmoid(z @ weights.T + bias)).astype("float64")
-    logits = rng.normal(0.0, logit_scale, (points, latents))
-    return {"W": weights, "c": bias, "x": x, "logits": logits}
+    shape = (points, latents) if latent == "binary" else (points, latents, categories)
+    logits = rng.normal(0.0, logit_scale, shape)  # drawn after x: the binary problems of earlier runs
+    return {"latent": latent, "W": weights, "c": bias, "x": x, "logits": logits}
 
 
 def _sigmoid(v):
     return 0.5 * (1.0 + np.tanh(0.5 * v))
 
 
-def configurations(latents):
-    """All 2^K latent vectors in {-1, +1}^K, shape (2^K, K)."""
-    grid = (np.arange(2**latents)[:, None] >> np.arange(latents)[None, :]) & 1
-    return 2.0 * grid - 1.0
+def _softmax(v):
+    e = np.exp(v - v.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _log_softmax(v):
+    m = v.max(axis=-1, keepdims=True)
+    return v - m - np.log(np.sum(np.exp(v - m), axis=-1, keepdims=True))
+
+
+def configurations(latents, categories=None):
+    """All latent configurations: binary (2^K, K) in {-1, +1}; with `categories` C, one-hot (C^K, K, C)."""
+    if categories is None:
+        grid = (np.arange(2**latents)[:, None] >> np.arange(latents)[None, :]) & 1
+        return 2.0 * grid - 1.0
+    index = (np.arange(categories**latents)[:, None] // categories ** np.arange(latents)[None, :]) % categories
+    return np.eye(categories)[index]
+
+
+def _problem_configurations(problem):
+    logits = problem["logits"]
+    if problem.get("latent", "binary") == "binary":
+        return configurations(logits.shape[-1])
+    return configurations(logits.shape[-2], logits.shape[-1])
 
 
 def log_likelihood(x, z, W, c):
-    """log p(x | z) of the Bernoulli decoder; `x` (..., D) and `z` (..., K) broadcast."""
+    """log p(x | z) of the Bernoulli decoder; `x` (..., D) and `z` (..., F) broadcast (one-hot z flattened)."""
     eta = z @ W.T + c
     return np.sum(x * eta - np.logaddexp(0.0, eta), axis=-1)
 
 
-def log_q(z, logits):
-    """log q(z | x) of the factorised encoder; `z` (..., K) in {-1, +1} and `logits` broadcast."""
+def _log_likelihood(problem, x, z):
+    if problem.get("latent", "binary") == "categorical":
+        z = z.reshape(z.shape[:-2] + (-1,))
+    return log_likelihood(x, z, problem["W"], problem["c"])
+
+
+def log_q(z, logits, latent="binary"):
+    """log q(z | x) of the factorised encoder: binary `z` (..., K) in {-1, +1} with `logits` (..., K), or
+    categorical one-hot `z` (..., K, C) with `logits` (..., K, C); `z` and `logits` broadcast."""
+    if latent == "categorical":
+        return np.sum(z * _log_softmax(logits), axis=(-2, -1))
     return np.sum(-np.logaddexp(0.0, -z * logits), axis=-1)
 
 
-def kl(logits):
+def kl(logits, latent="binary"):
     """KL(q || uniform prior) per data point."""
+    if latent == "categorical":
+        p = _softmax(logits)
+        return np.sum(p * (_log_softmax(logits) + np.log(logits.shape[-1])), axis=(-2, -1))
     p = _sigmoid(logits)
     return np.sum(p * np.log(2 * p + 1e-300) + (1 - p) * np.log(2 * (1 - p) + 1e-300), axis=-1)
 
 
 def elbo(problem, logits=None):
-    """Exact ELBO per data point by summing over all 2^K configurations, shape (N,)."""
+    """Exact ELBO per data point by summing over all configurations, shape (N,)."""
     logits = problem["logits"] if logits is None else logits
-    zs = configurations(logits.shape[-1])  # (C, K)
-    weights = np.exp(log_q(zs[None], logits[:, None]))  # (N, C)
-    recon = log_likelihood(problem["x"][:, None], zs[None], problem["W"], problem["c"])  # (N, C)
-    return np.sum(weights * recon, axis=-1) - kl(logits)
+    latent = problem.get("latent", "binary")
+    zs = _problem_configurations(problem)
+    weights = np.exp(log_q(zs[None], logits[:, None], latent))  # (N, Cfg)
+    recon = _log_likelihood(problem, problem["x"][:, None], zs[None])  # (N, Cfg)
+    return np.sum(weights * recon, axis=-1) - kl(logits, latent)
 
 
 def exact_gradients(problem):
-    """Exact gradients w.r.t. the encoder logits: `(grad_R, grad_KL)`, each (N, K); ∇ELBO = grad_R - grad_KL."""
+    """Exact gradients w.r.t. the encoder logits: `(grad_R, grad_KL)`, each shaped like the logits;
+    ∇ELBO = grad_R - grad_KL."""
     logits, x = problem["logits"], problem["x"]
-    zs = configurations(logits.shape[-1])
-    weights = np.exp(log_q(zs[None], logits[:, None]))  # (N, C)
-    recon = log_likelihood(x[:, None], zs[None], problem["W"], problem["c"])  # (N, C)
-    score = (zs[None] + 1.0) / 2.0 - _sigmoid(logits)[:, None]  # (N, C, K)
-    grad_r = np.sum((weights * recon)[..., None] * score, axis=1)
+    latent = problem.get("latent", "binary")
+    zs = _problem_configurations(problem)
+    weights = np.exp(log_q(zs[None], logits[:, None], latent))  # (N, Cfg)
+    recon = _log_likelihood(problem, x[:, None], zs[None])  # (N, Cfg)
+    wr = weights * recon
+    if latent == "categorical":
+        p = _softmax(logits)
+        score = zs[None] - p[:, None]  # (N, Cfg, K, C)
+        grad_r = np.sum(wr[..., None, None] * score, axis=1)
+        log_cp = _log_softmax(logits) + np.log(logits.shape[-1])
+        grad_kl = p * (log_cp - np.sum(p * log_cp, axis=-1, keepdims=True))
+        return grad_r, grad_kl
+    score = (zs[None] + 1.0) / 2.0 - _sigmoid(logits)[:, None]  # (N, Cfg, K)
+    grad_r = np.sum(wr[..., None] * score, axis=1)
     p = _sigmoid(logits)
     grad_kl = p * (1 - p) * logits
     return grad_r, grad_kl
 
 
 # ----------------------------------------------------------------------------------- estimators
+def _sample(problem, shape, rng):
+    """Exact samples of q for every data point: binary (…, N, K) in {-1, +1}; categorical one-hot (…, N, K, C)."""
+    logits = problem["logits"]
+    if problem.get("latent", "binary") == "categorical":
+        index = np.argmax(logits + gumbel_noise(shape + logits.shape, rng), axis=-1)
+        return np.eye(logits.shape[-1])[index]
+    return 2.0 * (rng.random(shape + logits.shape) < _sigmoid(logits)) - 1.0
+
+
+def _score(problem, z):
+    """∇_l log q(z | x): binary (z + 1)/2 − σ(l); categorical z − softmax(l)."""
+    logits = problem["logits"]
+    if problem.get("latent", "binary") == "categorical":
+        return z - _softmax(logits)
+    return (z + 1.0) / 2.0 - _sigmoid(logits)
+
+
 def reinforce_loo(problem, estimates, samples=4, seed=0):
-    """REINFORCE with a leave-one-out baseline: `estimates` estimates of ∇R, shape (estimates, N, K)."""
+    """REINFORCE with a leave-one-out baseline: `estimates` estimates of ∇R, shape (estimates,) + logits."""
     if samples < 2:
         raise ValueError(f"The leave-one-out baseline needs `samples` >= 2. Received: samples={samples}")
     rng = np.random.default_rng(seed)
     logits, x = problem["logits"], problem["x"]
-    p = _sigmoid(logits)
+    extra = (None,) * (logits.ndim - 1)
     out = np.empty((estimates,) + logits.shape)
     for s in range(estimates):
-        b = (rng.random((samples,) + logits.shape) < p).astype("float64")  # (m, N, K)
-        f = log_likelihood(x[None], 2 * b - 1, problem["W"], problem["c"])  # (m, N)
+        z = _sample(problem, (samples,), rng)  # (m, N, K[, C])
+        f = _log_likelihood(problem, x[None], z)  # (m, N)
         baseline = (f.sum(axis=0, keepdims=True) - f) / (samples - 1)
-        out[s] = np.mean((f - baseline)[..., None] * (b - p), axis=0)
+        out[s] = np.mean((f - baseline)[(...,) + extra] * _score(problem, z), axis=0)
     return out
 
 
 def logistic_noise(shape, rng):
     u = rng.uniform(np.finfo("float64").tiny, 1.0, shape)
     return np.log(u) - np.log1p(-u)
+
+
+def gumbel_noise(shape, rng):
+    u = rng.uniform(np.finfo("float64").tiny, 1.0, shape)
+    return -np.log(-np.log(u))
 
 
 def input_gradient(layer, a, fn):
@@ -156,19 +241,50 @@ def _decoder_fn(problem, estimates):
     c = ops.convert_to_tensor(problem["c"].astype("float32"))
 
     def fn(z):
-        eta = ops.matmul(z, W) + c
+        eta = ops.matmul(ops.reshape(z, (ops.shape(z)[0], -1)), W) + c
         return ops.sum(x * eta - ops.softplus(eta))
 
     return fn
 
 
+def _noisy_logits(problem, rows, rng):
+    """a = l[rows] + noise: logistic noise (binary, z = sign(a)) or Gumbel noise (categorical, z = onehot(argmax a))."""
+    logits = problem["logits"][rows]
+    noise = gumbel_noise if problem.get("latent", "binary") == "categorical" else logistic_noise
+    return logits + noise(logits.shape, rng)
+
+
 def pathwise(problem, layer, estimates, seed=0):
-    """Estimates of ∇R through a `Sign`-like layer on a = l + logistic noise: shape (estimates, N, K)."""
+    """Estimates of ∇R through a hard layer (`Sign` or `ArgMax(axis=-1)`) on a = l + noise: (estimates,) + logits."""
     rng = np.random.default_rng(seed)
     logits = problem["logits"]
-    a = np.tile(logits, (estimates, 1)) + logistic_noise((estimates * logits.shape[0], logits.shape[1]), rng)
+    a = _noisy_logits(problem, np.tile(np.arange(len(logits)), estimates), rng)
     grad = input_gradient(layer, a, _decoder_fn(problem, estimates))
     return grad.reshape((estimates,) + logits.shape)
+
+
+def straight_through_mean(problem, estimates, seed=0):
+    """Estimates of ∇R: the decoder gradient at the hard sample through the Jacobian of E[z | l].
+
+    E[z | l] is 2σ(l) − 1 for binary z ∈ {−1, +1} and softmax(l) for one-hot z: the straight-through of
+    stochastic units (Bengio et al., 2013), whose surrogate is the noise-free mean rather than a function of
+    the noisy logits. Same samples as `pathwise` with the same seed.
+    """
+    rng = np.random.default_rng(seed)
+    logits, x = problem["logits"], problem["x"]
+    a = _noisy_logits(problem, np.tile(np.arange(len(logits)), estimates), rng).reshape(
+        (estimates,) + logits.shape)
+    if problem.get("latent", "binary") == "categorical":
+        z = np.eye(logits.shape[-1])[np.argmax(a, axis=-1)]
+    else:
+        z = np.where(a >= 0, 1.0, -1.0)
+    flat = z.reshape(z.shape[:2] + (-1,))
+    upstream = ((x - _sigmoid(flat @ problem["W"].T + problem["c"])) @ problem["W"]).reshape(z.shape)
+    if problem.get("latent", "binary") == "categorical":
+        p = _softmax(logits)
+        return p * (upstream - np.sum(p * upstream, axis=-1, keepdims=True))
+    p = _sigmoid(logits)
+    return 2.0 * p * (1.0 - p) * upstream
 
 
 def fit_dab(layer, problem, steps, batch_size=256, learning_rate=1e-3, seed=0):
@@ -184,8 +300,8 @@ def fit_dab(layer, problem, steps, batch_size=256, learning_rate=1e-3, seed=0):
     rng = np.random.default_rng(seed + 1)
     logits = problem["logits"]
     rows = rng.integers(0, logits.shape[0], steps * batch_size)
-    a = (logits[rows] + logistic_noise((steps * batch_size, logits.shape[1]), rng)).astype("float32")
-    model = keras.Sequential([keras.Input((logits.shape[1],)), layer])
+    a = _noisy_logits(problem, rows, rng).astype("float32")
+    model = keras.Sequential([keras.Input(logits.shape[1:]), layer])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     history = model.fit(a, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     return float(history.history["loss"][-1])
@@ -242,16 +358,21 @@ def table_markdown(rows):
 
 
 def run(latents=4, observed=16, points=32, samples=2000, temperatures=(0.1, 0.5, 1.0, 2.0),
-        dab_steps=(0, 200, 2000), loo_samples=(2, 8), seed=0, log=print):
+        dab_steps=(0, 200, 2000), loo_samples=(2, 8), seed=0, log=print, latent="binary", categories=4):
     """Runs the diagnostic and returns `(rows, problem_summary)`."""
     import keras
 
     from dab_keras import estimators, layers
 
-    problem = make_problem(latents, observed, points, seed=seed)
+    problem = make_problem(latents, observed, points, seed=seed, latent=latent, categories=categories)
     grad_r, grad_kl = exact_gradients(problem)
     info = {"exact_elbo_mean": float(elbo(problem).mean()), "grad_norm": float(np.linalg.norm(grad_r))}
     rows = []
+
+    def hard_layer(estimator):
+        if latent == "categorical":
+            return layers.ArgMax(axis=-1, estimator=estimator)
+        return layers.Sign(estimator=estimator)
 
     def add(name, estimates, evaluations, **extra):
         row = {"estimator": name, "evaluations": evaluations, **summarize(estimates, grad_r, grad_kl), **extra}
@@ -260,14 +381,15 @@ def run(latents=4, observed=16, points=32, samples=2000, temperatures=(0.1, 0.5,
             f"cos(mean) {row['cos_mean']:.4f}")
 
     keras.utils.set_random_seed(seed)
-    add("straight_through", pathwise(problem, layers.Sign(estimator="straight_through"), samples, seed), 1)
+    add("straight_through", pathwise(problem, hard_layer("straight_through"), samples, seed), 1)
+    add("straight_through_mean", straight_through_mean(problem, samples, seed), 1)
     for tau in temperatures:
-        layer = layers.Sign(estimator=estimators.Relaxed(temperature=tau))
-        add(f"relaxed τ={tau:g}", pathwise(problem, layer, samples, seed), 1)
-    # The default (residual: identity + a correction starting at 0) and the paper's DAB (g alone).
+        add(f"relaxed τ={tau:g}", pathwise(problem, hard_layer(estimators.Relaxed(temperature=tau)), samples, seed),
+            1)
+    # The default (residual: the surrogate plus a correction starting at 0) and the paper's DAB (g alone).
     for label, estimator in (("dab", "dab"), ("dab_paper", estimators.DAB(residual=False))):
         keras.utils.set_random_seed(seed)
-        layer = layers.Sign(estimator=estimator)
+        layer = hard_layer(estimator)
         fitted = 0
         for steps in sorted(dab_steps):
             loss = fit_dab(layer, problem, steps - fitted, seed=seed + steps)
@@ -280,7 +402,11 @@ def run(latents=4, observed=16, points=32, samples=2000, temperatures=(0.1, 0.5,
 
 
 def add_arguments(parser):
-    parser.add_argument("--latents", type=int, default=4, help="K binary latents (2^K configurations)")
+    parser.add_argument("--latent", choices=LATENTS, default="binary",
+                        help="binary latents through Sign, or categorical ones through ArgMax")
+    parser.add_argument("--latents", type=int, default=4,
+                        help="K latents (2^K binary or C^K categorical configurations)")
+    parser.add_argument("--categories", type=int, default=4, help="C categories per latent (categorical)")
     parser.add_argument("--observed", type=int, default=16, help="D binary pixels")
     parser.add_argument("--points", type=int, default=32, help="N data points")
     parser.add_argument("--samples", type=int, default=2000, help="S estimates per estimator")
@@ -297,12 +423,19 @@ def main(args, command):
     for name in ("latents", "observed", "points", "samples"):
         if getattr(args, name) < 1:
             raise SystemExit(f"`--{name}` must be a positive integer. Received: {getattr(args, name)}")
-    if args.latents > 16:
-        raise SystemExit(f"`--latents` must be at most 16 (2^K configurations are enumerated). "
-                         f"Received: {args.latents}")
+    if args.latent == "categorical":
+        if args.categories < 2:
+            raise SystemExit(f"`--categories` must be at least 2. Received: {args.categories}")
+        count, described = args.categories**args.latents, f"{args.latents}×{args.categories} categorical"
+    else:
+        count, described = 2**args.latents, f"{args.latents} binary"
+    if count > 2**16:
+        raise SystemExit(f"The latent configurations are enumerated: at most 65,536 of them. Received: "
+                         f"--latents {args.latents} ({described}: {count:,})")
     rows, info = run(args.latents, args.observed, args.points, args.samples, tuple(args.temperatures),
-                     tuple(args.dab_steps), tuple(args.loo_samples), args.seed)
-    text = (f"`{command}`\n\nK={args.latents} binary latents, D={args.observed}, N={args.points} points, "
+                     tuple(args.dab_steps), tuple(args.loo_samples), args.seed, latent=args.latent,
+                     categories=args.categories)
+    text = (f"`{command}`\n\nK={described} latents, D={args.observed}, N={args.points} points, "
             f"S={args.samples} estimates per row; exact mean ELBO {info['exact_elbo_mean']:.4f} nats, "
             f"‖∇R‖ = {info['grad_norm']:.4g}.\n\n" + table_markdown(rows))
     print(text)
