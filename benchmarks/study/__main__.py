@@ -74,9 +74,13 @@ def main(argv=None):
         return 2
     out = args.out or os.path.join("study_runs", table.name)
     estimators = tuple(args.estimators or table.estimators)
-    unknown = [e for e in estimators if e not in tasks.ESTIMATOR_CHOICES]
+    table_tasks = [tasks.TASKS[name] for name in table.tasks]
+    unknown = [e for e in estimators if not all(task.accepts(e) for task in table_tasks)]
     if unknown:
-        print(f"`--estimators` must be among {tuple(tasks.ESTIMATOR_CHOICES)}. Received: {unknown}", file=sys.stderr)
+        known = [e for e in dict.fromkeys(n for task in table_tasks for n in (task.estimators or tasks.ESTIMATOR_CHOICES))
+                 if all(task.accepts(e) for task in table_tasks)]
+        print(f"`--estimators` must be among {tuple(known)} for table {table.name!r}. Received: {unknown}",
+              file=sys.stderr)
         return 2
     steps = tuple(sorted(set(args.steps or table.steps)))
     seeds = args.seeds if args.seeds is not None else table.seeds

@@ -15,15 +15,39 @@ def _format(values, scale, digits):
     return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f} (n={n})"
 
 
-def cell_values(records, task, estimator, step, seeds=None):
-    """The per-seed values of one cell, in seed order."""
-    found = sorted((r["seed"], r["value"]) for r in records.values()
+def _value(record, metric):
+    """A record's value of `metric` (`None`: its primary metric); `None` if it does not hold that metric."""
+    if metric is None or metric == record.get("metric"):
+        return record["value"]
+    return record.get("metrics", {}).get(metric)
+
+
+def cell_values(records, task, estimator, step, seeds=None, metric=None):
+    """The per-seed values of one cell, in seed order (`metric`: a test metric's name; `None`: the primary)."""
+    found = sorted((r["seed"], _value(r, metric)) for r in records.values()
                    if r["task"] == task and r["estimator"] == estimator and r["steps"] == step
-                   and (seeds is None or r["seed"] in seeds))
+                   and (seeds is None or r["seed"] in seeds) and _value(r, metric) is not None)
     return [value for _, value in found]
 
 
-def table_markdown(records, tasks, estimators, steps, seeds=None, scale=100.0, digits=1, metric="test accuracy (%)"):
+def metric_names(records, tasks):
+    """The secondary test metrics the tasks' records hold (sorted), besides each record's primary metric."""
+    return sorted({name for r in records.values() if r["task"] in tasks
+                   for name in r.get("metrics", {}) if name != r.get("metric")})
+
+
+def metric_unit(records, tasks, metric=None):
+    """The unit of a test metric in the tasks' records (`None`: the primary): `"%"` unless a record says."""
+    for r in records.values():
+        if r["task"] in tasks:
+            name = r.get("metric") if metric is None else metric
+            if name in r.get("units", {}):
+                return r["units"][name]
+    return "%"
+
+
+def table_markdown(records, tasks, estimators, steps, seeds=None, scale=100.0, digits=1, metric="test accuracy (%)",
+                   key=None):
     """A Markdown table: one row per (task, estimator), one column per budget.
 
     Cells read `mean ± h (n=k)`, h the half-width of the two-sided 95 % Student-t interval of the mean over
@@ -36,6 +60,7 @@ def table_markdown(records, tasks, estimators, steps, seeds=None, scale=100.0, d
         scale: Factor applied to values (100 for accuracies in %). Defaults to `100.0`.
         digits: Decimals shown. Defaults to `1`.
         metric: Name of the metric for the header.
+        key: The test metric's name in the records (`None`: each record's primary metric).
 
     Returns:
         The table as a string (ending in a newline).
@@ -46,17 +71,18 @@ def table_markdown(records, tasks, estimators, steps, seeds=None, scale=100.0, d
         for estimator in estimators:
             cells = []
             for step in steps:
-                values = cell_values(records, task, estimator, step, seeds)
+                values = cell_values(records, task, estimator, step, seeds, key)
                 cells.append(_format(values, scale, digits) if values else "—")
             lines.append(f"| {task} | {estimator} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def paired_differences(records, task, estimator, reference, step, seeds=None):
+def paired_differences(records, task, estimator, reference, step, seeds=None, key=None):
     """Per-seed differences `estimator − reference` of one budget, over the seeds both have (seed order)."""
-    mine = dict(zip(_seeds(records, task, estimator, step, seeds), cell_values(records, task, estimator, step, seeds)))
-    theirs = dict(zip(_seeds(records, task, reference, step, seeds),
-                      cell_values(records, task, reference, step, seeds)))
+    mine = dict(zip(_seeds(records, task, estimator, step, seeds, key),
+                    cell_values(records, task, estimator, step, seeds, key)))
+    theirs = dict(zip(_seeds(records, task, reference, step, seeds, key),
+                      cell_values(records, task, reference, step, seeds, key)))
     return [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
 
 
@@ -67,14 +93,14 @@ def _signed(values, scale, digits):
     return f"{mean * scale:+.{digits}f} ± {half * scale:.{digits}f} (n={n})"
 
 
-def _seeds(records, task, estimator, step, seeds):
+def _seeds(records, task, estimator, step, seeds, key=None):
     return sorted(r["seed"] for r in records.values()
                   if r["task"] == task and r["estimator"] == estimator and r["steps"] == step
-                  and (seeds is None or r["seed"] in seeds))
+                  and (seeds is None or r["seed"] in seeds) and _value(r, key) is not None)
 
 
 def paired_markdown(records, tasks, estimators, steps, reference="straight_through", seeds=None, scale=100.0,
-                    digits=1, metric="test accuracy (points)"):
+                    digits=1, metric="test accuracy (points)", key=None):
     """A Markdown table of paired differences to `reference`: one row per (task, other estimator).
 
     Runs with the same seed share the initial weights of every layer the estimators do not own and the
@@ -90,6 +116,7 @@ def paired_markdown(records, tasks, estimators, steps, reference="straight_throu
         scale: Factor applied to the differences. Defaults to `100.0`.
         digits: Decimals shown. Defaults to `1`.
         metric: Name of the difference's unit for the header.
+        key: The test metric's name in the records (`None`: each record's primary metric).
 
     Returns:
         The table as a string (ending in a newline), or `""` when `reference` has no results.
@@ -104,7 +131,7 @@ def paired_markdown(records, tasks, estimators, steps, reference="straight_throu
                 continue
             cells = []
             for step in steps:
-                diffs = paired_differences(records, task, estimator, reference, step, seeds)
+                diffs = paired_differences(records, task, estimator, reference, step, seeds, key)
                 cells.append(_signed(diffs, scale, digits) if diffs else "—")
             lines.append(f"| {task} | {estimator} − {reference} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -160,7 +187,7 @@ def plot_task(records, task, estimators, steps, path, scale=100.0, metric="test 
                 right.scatter(np.full(len(values), step), values, s=10, alpha=0.5,
                               color=bars[0].get_color())
     left.set_xlabel("optimizer step")
-    left.set_ylabel("training task loss (mean over seeds, 95 % band)")
+    left.set_ylabel("training loss (mean over seeds, 95 % band)")
     left.set_yscale("log")
     left.legend()
     right.set_xlabel("optimizer steps (budget)")
@@ -176,25 +203,40 @@ def plot_task(records, task, estimators, steps, path, scale=100.0, metric="test 
 
 
 def write_report(records, table, out, estimators, steps, seeds=None, command=None):
-    """Writes `out/table.md` and `out/curves_<task>.png`; returns the Markdown text."""
+    """Writes `out/table.md` and `out/curves_<task>.png`; returns the Markdown text.
+
+    One table of means and one of paired differences per test metric: the tasks' primary metric first,
+    then every further metric their records hold (a task whose `evaluate` returns a dict). A metric in
+    `"%"` is shown in percent (differences in points), others in their own unit.
+    """
     text = [f"## {table.description}\n"]
     if command:
         text.append(f"`{command}`\n")
-    metric = _metric_name(records, table.tasks)
-    text.append(table_markdown(records, table.tasks, estimators, steps, seeds, metric=f"{metric} (%)"))
-    text.append("\nmean ± half-width of the two-sided 95 % Student-t interval over seeds (n seeds per cell).\n")
-    paired = paired_markdown(records, table.tasks, estimators, steps, seeds=seeds, metric=f"{metric} (points)")
-    if paired:
-        text.append("Paired by seed (same initial weights and data order), each estimator minus straight-through:\n")
-        text.append(paired)
-        text.append("\nmean ± 95 % t-interval of the per-seed differences; an interval excluding 0 is a difference "
-                    "the seeds resolve.\n")
+    secondary = metric_names(records, table.tasks)
+    for key in (None, *secondary):
+        name = _metric_name(records, table.tasks) if key is None else key
+        unit = metric_unit(records, table.tasks, key)
+        scale, diff_unit = (100.0, "points") if unit == "%" else (1.0, unit)
+        if secondary:
+            text.append(f"### {name} ({unit})\n")
+        text.append(table_markdown(records, table.tasks, estimators, steps, seeds, scale=scale,
+                                   metric=f"{name} ({unit})", key=key))
+        text.append("\nmean ± half-width of the two-sided 95 % Student-t interval over seeds (n seeds per cell).\n")
+        paired = paired_markdown(records, table.tasks, estimators, steps, seeds=seeds, scale=scale,
+                                 metric=f"{name} ({diff_unit})", key=key)
+        if paired:
+            text.append("Paired by seed (same initial weights and data order), each estimator minus "
+                        "straight-through:\n")
+            text.append(paired)
+            text.append("\nmean ± 95 % t-interval of the per-seed differences; an interval excluding 0 is a "
+                        "difference the seeds resolve.\n")
     markdown = "\n".join(text)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(markdown)
     for task in table.tasks:
+        unit = metric_unit(records, (task,))
         plot_task(records, task, estimators, steps, os.path.join(out, f"curves_{task}.png"),
-                  metric=f"{_metric_name(records, (task,))} (%)")
+                  scale=100.0 if unit == "%" else 1.0, metric=f"{_metric_name(records, (task,))} ({unit})")
     return markdown
 
 

@@ -1,9 +1,10 @@
 """Runs a study table: every (task, estimator, seed) to its largest missing budget, one results line per cell.
 
-A run evaluates its test metric only at the table's budgets (test split, no tuning on it) and records a
-training curve (task loss and training accuracy, mean over each `curve_every` steps) on the way. The
-result after `s` steps of a longer run is the result of an `s`-step run: the data order and the
-initial weights depend only on the seed, and Adam has no schedule.
+A run evaluates its test metrics only at the table's budgets (test split, no tuning on it) and records a
+training curve (the task's loss metric and, where it has one, a training metric such as accuracy, mean over
+each `curve_every` steps) on the way. The result after `s` steps of a longer run is the result of an
+`s`-step run: the data order, the batches' own randomness and the initial weights depend only on the seed,
+Adam has no schedule, and a task's callbacks (e.g. a temperature schedule) depend on the step alone.
 """
 
 import datetime
@@ -44,36 +45,66 @@ def train_run(task, estimator, seed, steps, data, curve_every=25, log=None):
         log: A `logging.Logger` for progress lines, or `None`.
 
     Returns:
-        `(evaluations, curve)`: `{step: (metric, train_seconds)}` and a list of
-        `[step, task_loss, train_accuracy]` (means over the last `curve_every` steps).
+        `(evaluations, curve)`: `{step: (metrics, train_seconds)}` with `metrics` a dict `{name: value}`
+        (the task's `metric` alone when `evaluate` returns a float), and a list of
+        `[step, loss, train_metric]` (means over the last `curve_every` steps of the task's `loss_metric`
+        and `train_metric`; `None` for a task without a training metric).
     """
     checkpoints = sorted(set(int(s) for s in steps))
     model = task.build(estimator, seed)
     stream = index_stream(len(data["x_train"]), seed)
+    batch_rng = np.random.default_rng([seed, 1])  # the batches' own randomness (e.g. binarization)
+    callbacks = task.callbacks() if task.callbacks else None
     evaluations, curve = {}, []
     done, seconds = 0, 0.0
     for checkpoint in checkpoints:
         while done < checkpoint:
             chunk = min(curve_every, checkpoint - done)
             index = _take(stream, chunk * task.batch_size)
+            if task.make_batch is None:
+                x, y = data["x_train"][index], data["y_train"][index]
+            else:
+                x, y = task.make_batch(data, index, batch_rng)
             start = time.perf_counter()
-            history = model.fit(data["x_train"][index], data["y_train"][index], batch_size=task.batch_size,
-                                epochs=1, shuffle=False, verbose=0)
+            history = model.fit(x, y, batch_size=task.batch_size, epochs=1, shuffle=False, verbose=0,
+                                callbacks=callbacks)
             seconds += time.perf_counter() - start
             done += chunk
-            task_loss = float(history.history["task_loss"][-1])
-            accuracy = float(history.history["accuracy"][-1])
-            curve.append([done, task_loss, accuracy])
-            if not np.isfinite(task_loss):
+            loss = float(history.history[task.loss_metric][-1])
+            train = float(history.history[task.train_metric][-1]) if task.train_metric else None
+            curve.append([done, loss, train])
+            if not np.isfinite(loss):
                 raise FloatingPointError(f"{task.name}/{estimator}/seed {seed}: non-finite loss at step {done}")
             if log:
-                log.info("step %d task_loss %.4f train_accuracy %.4f (%.1f s)", done, task_loss, accuracy,
-                         seconds)
-        metric = task.evaluate(model, data)
-        evaluations[checkpoint] = (metric, seconds)
+                log.info("step %d %s %.4f%s (%.1f s)", done, task.loss_metric, loss,
+                         f" train_{task.train_metric} {train:.4f}" if task.train_metric else "", seconds)
+        metrics = as_metrics(task, task.evaluate(model, data))
+        evaluations[checkpoint] = (metrics, seconds)
         if log:
-            log.info("step %d %s %.4f", checkpoint, task.metric, metric)
+            log.info("step %d %s", checkpoint, ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
     return evaluations, curve
+
+
+def as_metrics(task, result):
+    """A task's evaluation as a dict `{name: value}` with its primary `metric` first.
+
+    Args:
+        task: A `tasks.Task`.
+        result: What `task.evaluate` returned: a float (the primary metric) or a dict holding it.
+
+    Returns:
+        A dict of floats.
+
+    Raises:
+        ValueError: if a dict lacks the task's primary metric.
+    """
+    if not isinstance(result, dict):
+        return {task.metric: float(result)}
+    if task.metric not in result:
+        raise ValueError(f"Task {task.name!r}: `evaluate` must return its primary metric {task.metric!r}. "
+                         f"Received: metrics {sorted(result)}")
+    return {task.metric: float(result[task.metric]),
+            **{name: float(value) for name, value in result.items() if name != task.metric}}
 
 
 def _file_logger(name, path):
@@ -139,6 +170,12 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
     loaded = {}
     for task_name in table.tasks:
         task = tasks_lib.TASKS[task_name]
+        refused = [e for e in estimators if not task.accepts(e)]
+        if refused:
+            raise ValueError(f"Task {task.name!r} takes the estimators {task.estimators or tuple(tasks_lib.ESTIMATOR_CHOICES)}. "
+                             f"Received: {refused}")
+    for task_name in table.tasks:
+        task = tasks_lib.TASKS[task_name]
         for estimator in estimators:
             for seed in seeds:
                 missing = results_lib.missing_steps(records, task.name, estimator, seed, steps)
@@ -155,10 +192,15 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
                 evaluations, curve = train(task, estimator, seed, missing, data, curve_every=curve_every,
                                            log=run_log)
                 for step in missing:
-                    metric, seconds = evaluations[step]
+                    metrics, seconds = evaluations[step]
+                    if not isinstance(metrics, dict):  # a training function that returns the metric alone
+                        metrics = as_metrics(task, metrics)
+                    metric = metrics[task.metric]
                     record = {
                         "task": task.name, "estimator": estimator, "seed": seed, "steps": step,
-                        "metric": task.metric, "value": metric, "train_seconds": round(seconds, 3),
+                        "metric": task.metric, "value": metric, "metrics": metrics,
+                        "units": {name: task.units.get(name, "%") for name in metrics},
+                        "train_seconds": round(seconds, 3),
                         "curve": [point for point in curve if point[0] <= step],
                         "backend": _backend(), "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
                             timespec="seconds"),

@@ -5,7 +5,7 @@ list of tasks with default estimators, seeds and budgets: `python -m benchmarks.
 New domains register with `register_task` and `register_table`; the runner only needs
 `build(estimator, seed)`, `data(path)` and `evaluate(model, data)`. Tables: the MNIST MLP with each hard
 layer (`everyday`, `layers`), the sort non-linearity classifier (`sortnet`) and permutation learning on
-synthetic sequences (`permutation`, no data file).
+synthetic sequences (`permutation`, no data file), and discrete VAEs (`vae`, in `benchmarks/study/vae.py`).
 """
 
 import dataclasses
@@ -65,10 +65,22 @@ class Task:
         build: `build(estimator, seed) -> keras.Model`, compiled with the task's optimizer and loss.
         data: `data(path) -> dict` with `x_train`, `y_train`, `x_test`, `y_test` (NumPy arrays).
         batch_size: Training batch size.
-        metric: Name of the reported test metric.
-        evaluate: `evaluate(model, data) -> float`, the test metric (test split only).
+        metric: Name of the reported test metric (the primary one when `evaluate` returns several).
+        evaluate: `evaluate(model, data) -> float`, the test metric (test split only), or a dict
+            `{name: value}` of several test metrics that holds `metric`.
         needs_data: Whether `data` reads the file given by `--data` (MNIST); synthetic tasks draw their
             own and ignore it.
+        units: `{metric name: unit}` for the report: `"%"` (a fraction shown in percent, the default of a
+            metric not named) or another unit shown as it is (e.g. `"nats"`).
+        loss_metric: The training metric (Keras `fit` history) drawn as the training curve.
+        train_metric: A second training metric recorded in the curve (e.g. `"accuracy"`), or `None`.
+        make_batch: `make_batch(data, index, rng) -> (x, y)`, a training batch from the indices `index`
+            (`rng`: the run's `numpy.random.Generator`, e.g. for dynamic binarization); `None`: the rows
+            `index` of `x_train` and `y_train`.
+        callbacks: `callbacks() -> list` of Keras callbacks passed to every `fit` call (e.g. a schedule of
+            the optimizer step), or `None`.
+        estimators: The estimator names the task's `build` takes itself (e.g. a model-level estimator such
+            as REINFORCE), or `None`: layer estimators from `ESTIMATOR_CHOICES`.
     """
 
     name: str
@@ -79,6 +91,16 @@ class Task:
     metric: str
     evaluate: object
     needs_data: bool = True
+    units: dict = dataclasses.field(default_factory=dict)
+    loss_metric: str = "task_loss"
+    train_metric: object = "accuracy"
+    make_batch: object = None
+    callbacks: object = None
+    estimators: tuple = None
+
+    def accepts(self, estimator):
+        """Whether `build` takes the estimator named `estimator`."""
+        return estimator in (self.estimators if self.estimators is not None else ESTIMATOR_CHOICES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,3 +466,4 @@ register_table(Table(
     tasks=tuple(f"permutation_n{items}" for items in PERMUTATION_SIZES),
     estimators=("straight_through", "relaxed", "dab", "dab_paper"),
 ))
+
