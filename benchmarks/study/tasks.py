@@ -467,3 +467,6 @@ register_table(Table(
     estimators=("straight_through", "relaxed", "dab", "dab_paper"),
 ))
 
+
+# ----------------------------------------------------------------------------------- discrete VAEs
+from benchmarks.study import vae as _vae  # noqa: E402,F401  (registers the `vae` table)
