@@ -284,7 +284,7 @@ def test_sort_tasks_train_a_few_steps_with_every_estimator(table):
             data = _small_permutation_data(int(task_name.removeprefix("permutation_n")))
         for estimator in estimators:
             evaluations, curve = runner.train_run(task, estimator, 0, [2], data, curve_every=1)
-            assert 0.0 <= evaluations[2][0] <= 1.0
+            assert 0.0 <= evaluations[2][0][task.metric] <= 1.0
             assert len(curve) == 2 and all(np.isfinite(point[1]) for point in curve)
 
 

@@ -177,6 +177,26 @@ def _score(problem, z):
     return (z + 1.0) / 2.0 - _sigmoid(logits)
 
 
+def leave_one_out_baseline(f, xp=np):
+    """Each sample's baseline: the mean of the other samples' values, along axis 0 (m >= 2 samples).
+
+    Args:
+        f: `(m, ...)` values of m samples (NumPy array, or a tensor with `xp=keras.ops`).
+        xp: The array module: `numpy` or `keras.ops`. Defaults to `numpy`.
+
+    Returns:
+        `(m, ...)`: `(Σ_j f_j − f_i) / (m − 1)`.
+
+    Examples:
+        >>> leave_one_out_baseline(np.array([1.0, 2.0, 6.0])).tolist()
+        [4.0, 3.5, 1.5]
+    """
+    m = f.shape[0]
+    if m is None or m < 2:
+        raise ValueError(f"The leave-one-out baseline needs at least 2 samples along axis 0. Received: shape={f.shape}")
+    return (xp.sum(f, axis=0, keepdims=True) - f) / (m - 1)
+
+
 def reinforce_loo(problem, estimates, samples=4, seed=0):
     """REINFORCE with a leave-one-out baseline: `estimates` estimates of ∇R, shape (estimates,) + logits."""
     if samples < 2:
@@ -188,7 +208,7 @@ def reinforce_loo(problem, estimates, samples=4, seed=0):
     for s in range(estimates):
         z = _sample(problem, (samples,), rng)  # (m, N, K[, C])
         f = _log_likelihood(problem, x[None], z)  # (m, N)
-        baseline = (f.sum(axis=0, keepdims=True) - f) / (samples - 1)
+        baseline = leave_one_out_baseline(f)
         out[s] = np.mean((f - baseline)[(...,) + extra] * _score(problem, z), axis=0)
     return out
 

@@ -193,8 +193,7 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
                                            log=run_log)
                 for step in missing:
                     metrics, seconds = evaluations[step]
-                    if not isinstance(metrics, dict):  # a training function that returns the metric alone
-                        metrics = as_metrics(task, metrics)
+                    metrics = as_metrics(task, metrics)  # a float (the metric alone) or a dict, primary first
                     metric = metrics[task.metric]
                     record = {
                         "task": task.name, "estimator": estimator, "seed": seed, "steps": step,

@@ -40,6 +40,7 @@ Test metrics (`evaluate`), all on the 10,000 test images binarized once (the zoo
 import numpy as np
 
 from benchmarks.study import tasks as tasks_lib
+from benchmarks.study.gradient_quality import leave_one_out_baseline
 
 VAE_BATCH = 100
 VAE_LEARNING_RATE = 3e-3
@@ -57,26 +58,6 @@ STEPS_PER_EXECUTION = 25
 VAE_ESTIMATORS = ("straight_through", "relaxed", "dab", "dab_paper", "reinforce")
 #: Units of the test metrics (`"%"`: a fraction shown in percent).
 VAE_UNITS = {"neg_elbo": "nats", f"neg_iwae_k{IWAE_K}": "nats", "reconstruction": "nats", "probe_accuracy": "%"}
-
-
-def leave_one_out_baseline(f, xp=np):
-    """Each sample's baseline: the mean of the other samples' values, along axis 0 (m >= 2 samples).
-
-    Args:
-        f: `(m, ...)` values of m samples (NumPy array, or a tensor with `xp=keras.ops`).
-        xp: The array module: `numpy` or `keras.ops`. Defaults to `numpy`.
-
-    Returns:
-        `(m, ...)`: `(Σ_j f_j − f_i) / (m − 1)`.
-
-    Examples:
-        >>> leave_one_out_baseline(np.array([1.0, 2.0, 6.0])).tolist()
-        [4.0, 3.5, 1.5]
-    """
-    m = f.shape[0]
-    if m is None or m < 2:
-        raise ValueError(f"The leave-one-out baseline needs at least 2 samples along axis 0. Received: shape={f.shape}")
-    return (xp.sum(f, axis=0, keepdims=True) - f) / (m - 1)
 
 
 def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, l2=PROBE_L2, max_iter=100):
@@ -268,9 +249,14 @@ def reconstruction_nll(model, images, codes, batch_size=1000):
     return total / len(images)
 
 
-def evaluate_vae(model, data, iwae_k=IWAE_K, iwae_images=IWAE_IMAGES):
-    """The VAE tasks' test metrics (see the module docstring): a dict, `neg_elbo` first."""
+def evaluate_vae(model, data, iwae_k=None, iwae_images=None):
+    """The VAE tasks' test metrics (see the module docstring): a dict, `neg_elbo` first.
+
+    `iwae_k` and `iwae_images` default to `IWAE_K` and `IWAE_IMAGES`.
+    """
     from dab_keras.zoo import vae_evaluation
+
+    iwae_k, iwae_images = iwae_k or IWAE_K, iwae_images or IWAE_IMAGES
 
     x_test = data["x_test"]
     test_codes = mode_codes(model, x_test)
