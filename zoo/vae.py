@@ -259,7 +259,8 @@ class VAETask(zoo_task.Task):
             total_steps: Optimizer steps of the run: τ reaches `min_temperature` at its end.
 
         Returns:
-            `[temperature_annealing(...)]` for `"relaxed"` and `"straight_through"`, `[]` for `"dab"`.
+            `[temperature_annealing(...)]` for `"relaxed"`, `"straight_through"` and the residual DAB, `[]`
+            for the paper's DAB (no temperature).
         """
         if getattr(model.sampler, "temperature", None) is None:
             return []

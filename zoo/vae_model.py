@@ -21,11 +21,14 @@ The sample is hard in the forward pass; its gradient comes from the estimator of
   as Jang et al. anneal it); evaluation always uses the hard sample, so the relaxation gap counts
   against the model.
 - `"straight_through"`: the hard sample forward, the relaxation's gradient backward (straight-through
-  Gumbel-Softmax; the identity for the binary latent).
+  Gumbel-Softmax; for the binary latent the straight-through binary Concrete, tanh((ℓ + L)/τ), not the
+  identity: with the identity's gradient the binary encoder's posterior turns deterministic and the KL
+  reaches its maximum, 200 log 2 nats, on every seed of `benchmarks/study`'s `vae` table).
 - `"dab"`: the hard sample forward, the gradient of a small learned approximator g backward (Ramapuram &
   Webb 2019): a dense tanh MLP over the K categories of each group (`dab_keras.layers.AxisMLP`), or an
   element-wise MLP for the bits, trained on ‖g(ℓ + G) − z‖² with weight γ = 10 (its loss is added by
-  the layer with `add_loss`).
+  the layer with `add_loss`). With `dab_residual=True`, g is the straight-through relaxation above plus
+  the learned correction (`DAB(residual=True, surrogate="relaxation")`).
 
 The model draws the noise itself (Gumbel noise from `dab_keras.ops.gumbel_noise`, the op
 `ArgMax(stochastic=True)` uses) and feeds ℓ + G to a deterministic `ArgMax` (or `Sign`): the same
@@ -87,14 +90,19 @@ def _estimator(estimator, latent, temperature, approximator_units, categories, r
     key = zoo_weights.estimator_key(estimator)
     if key == "relaxed":
         return dab_estimators.Relaxed(temperature=temperature)
+    # The latents are samples (logits plus noise): the straight-through base is the relaxation for both
+    # kinds (straight-through Gumbel-Softmax / binary Concrete), not `Sign`'s identity, whose gradient
+    # ignores that a sample flips only near zero (trained with it, the binary encoder turns deterministic).
     if key == "straight_through":
-        return dab_estimators.StraightThrough(temperature=temperature)
+        return dab_estimators.StraightThrough(surrogate="relaxation", temperature=temperature)
     if latent == "categorical":
         # A small dense MLP over the K categories of each group (shared by the groups).
         approximator = dk.layers.AxisMLP((categories,), units=approximator_units, name="approximator")
     else:
         approximator = dk.layers.ElementwiseMLP(units=approximator_units, name="approximator")
-    return dab_estimators.DAB(approximator=approximator, residual=residual, temperature=temperature)
+    surrogate = "relaxation" if residual else "auto"
+    return dab_estimators.DAB(approximator=approximator, residual=residual, temperature=temperature,
+                              surrogate=surrogate)
 
 
 @keras.saving.register_keras_serializable(package="dab_keras.zoo", name="DiscreteVAE")

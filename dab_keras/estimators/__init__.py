@@ -79,7 +79,7 @@ def get(identifier):
 
     Examples:
         >>> get("dab")
-        DAB(approximator=None, gamma=10.0, residual=True, temperature=1.0)
+        DAB(approximator=None, gamma=10.0, residual=True, temperature=1.0, surrogate='auto')
         >>> get("ste")
         StraightThrough(clip_value=None, surrogate='auto', temperature=1.0)
         >>> get(Relaxed(temperature=0.5, hard=True))

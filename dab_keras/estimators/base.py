@@ -49,21 +49,29 @@ def bridge(hard, surrogate):
     return _bridge(ops.stop_gradient(hard), surrogate)
 
 
-def default_surrogate(op, x, temperature):
+SURROGATES = ("auto", "identity", "relaxation")
+
+
+def default_surrogate(op, x, temperature, surrogate="auto"):
     r"""The op's straight-through surrogate $s(x)$: its identity surrogate if it has one, else its relaxation.
 
-    This is the surrogate of `StraightThrough(surrogate="auto")` and the start of a residual `DAB`'s
-    approximator: the identity for `Sign`, `Quantize` and `VectorQuantize`, the relaxation at
-    temperature τ for `ArgMax`, `Sort` and `TopK`.
+    This is the surrogate of `StraightThrough(surrogate=...)` and the start of a residual `DAB`'s
+    approximator. With `"auto"`: the identity for `Sign`, `Quantize` and `VectorQuantize`, the relaxation
+    at temperature τ for `ArgMax`, `Sort` and `TopK`.
 
     Args:
         op: The layer that owns the op (a `Bridgeable`).
         x: The op's input (op axis last).
-        temperature: τ of the relaxation (a float or scalar tensor), used when the op has no identity
-            surrogate.
+        temperature: τ of the relaxation (a float or scalar tensor), used when the relaxation is chosen.
+        surrogate: `"auto"` (the identity where the op has one, the relaxation otherwise), `"identity"`
+            or `"relaxation"` (e.g. tanh for `Sign`: with a stochastic input, the straight-through of
+            the binary Concrete). Defaults to `"auto"`.
 
     Returns:
         A tensor shaped like the op's hard output, differentiable in `x`.
+
+    Raises:
+        ValueError: for `surrogate="identity"` when the op has no identity surrogate.
 
     Examples:
         >>> import numpy as np
@@ -73,9 +81,19 @@ def default_surrogate(op, x, temperature):
         [[2.0, 0.0]]
         >>> np.asarray(default_surrogate(dab_keras.layers.ArgMax(), x, 1.0)).round(3).tolist()  # softmax
         [[0.881, 0.119]]
+        >>> np.asarray(default_surrogate(dab_keras.layers.Sign(), x, 1.0, "relaxation")).round(3).tolist()
+        [[0.964, 0.0]]
     """
-    s = op.identity_surrogate(x)
-    return op.relax(x, temperature) if s is None else s
+    s = None if surrogate == "relaxation" else op.identity_surrogate(x)
+    if s is not None:
+        return s
+    if surrogate == "identity":
+        raise ValueError(
+            f"{type(op).__name__} has no identity surrogate (its output is not a hard copy of the "
+            "input's values but, e.g., a one-hot or a permutation); use surrogate='relaxation' or "
+            "'auto'. Received: surrogate='identity'"
+        )
+    return op.relax(x, temperature)
 
 
 class Bridgeable(typing.Protocol):

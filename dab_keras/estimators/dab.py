@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
-from dab_keras.estimators.base import Estimator, bridge, default_surrogate
+from dab_keras.estimators.base import SURROGATES, Estimator, bridge, default_surrogate
 from dab_keras.estimators.state import EstimatorState, RunningSums, SumsMetric
 
 
@@ -67,7 +67,8 @@ class DAB(Estimator):
     **Residual approximator (default).** With `residual=True`, $g(x) = s(x) + c_\theta(x)$: the
     network $c_\theta$ learns a correction to the op's straight-through surrogate $s$
     (`dab_keras.estimators.default_surrogate`: the identity for `Sign`, `Quantize`, `VectorQuantize`;
-    the relaxation at temperature τ for `ArgMax`, `Sort`, `TopK`). The default network's output layer
+    the relaxation at temperature τ for `ArgMax`, `Sort`, `TopK`; `surrogate="relaxation"` takes the
+    relaxation for every op, e.g. tanh for a stochastic `Sign`). The default network's output layer
     starts at zero, so at step 0 DAB's gradient is exactly straight-through's and the DAB loss then
     fits $c_\theta$ to $h - s$: the bridge starts from a working gradient instead of a random network's.
     With `residual=False`, $g = c_\theta$ alone, as in the paper (and this library before the
@@ -105,10 +106,17 @@ class DAB(Estimator):
             identity surrogate (`ArgMax`, `Sort`, `TopK`), kept in a non-trainable variable that
             `dab_keras.callbacks.TemperatureSchedule` can anneal. Unused with `residual=False`.
             Defaults to `1.0` (as `StraightThrough`).
+        surrogate: The base $s$ of a residual approximator, as `StraightThrough`'s: `"auto"` (the
+            identity where the op has one, else the relaxation), `"identity"` or `"relaxation"`. For a
+            sampled latent (`Sign` on logits plus logistic noise, as in a binary VAE) `"relaxation"`
+            starts DAB as the straight-through binary Concrete instead of the identity, whose
+            gradient ignores that a sample flips only near zero. Only with `residual=True`.
+            Defaults to `"auto"`.
 
     Raises:
         ValueError: if `approximator` is neither `None` nor a Keras layer, `gamma` is not a finite
-            number >= 0, `residual` is not a bool or `temperature` is not a finite number > 0.
+            number >= 0, `residual` is not a bool, `temperature` is not a finite number > 0, or
+            `surrogate` is not one of the three names (or not `"auto"` with `residual=False`).
 
     Examples:
         >>> import numpy as np
@@ -129,7 +137,7 @@ class DAB(Estimator):
 
     name = "dab"
 
-    def __init__(self, approximator=None, gamma=10.0, residual=True, temperature=1.0):
+    def __init__(self, approximator=None, gamma=10.0, residual=True, temperature=1.0, surrogate="auto"):
         if approximator is not None and not isinstance(approximator, keras.layers.Layer):
             raise ValueError(
                 "`approximator` must be a Keras layer or model (or None for the default). "
@@ -137,7 +145,14 @@ class DAB(Estimator):
             )
         if not isinstance(residual, bool):
             raise ValueError(f"`residual` must be True or False. Received: residual={residual!r}")
+        surrogate = _validation.check_one_of("surrogate", surrogate, SURROGATES)
+        if not residual and surrogate != "auto":
+            raise ValueError(
+                "`surrogate` chooses the base of a residual approximator: it needs residual=True. "
+                f"Received: surrogate={surrogate!r}, residual=False"
+            )
         self.approximator = approximator
+        self.surrogate = surrogate
         self.gamma = _validation.check_non_negative_float("gamma", gamma)
         self.residual = residual
         self.initial_temperature = _validation.check_positive_float("temperature", temperature)
@@ -149,12 +164,16 @@ class DAB(Estimator):
         """`"ResidualDAB"` or `"DAB"`: a residual network is a correction, the paper's is g itself.
 
         Their weights do not transfer, so each loads only its own kind (the other starts fresh, with a
-        warning); files saved before the residual default hold `"DAB"` state.
+        warning); files saved before the residual default hold `"DAB"` state. A residual approximator
+        whose base is not `"auto"` is tagged with it (`"ResidualDAB-relaxation"`): a correction to one
+        base is not a correction to another.
 
         Returns:
             A string.
         """
-        return "ResidualDAB" if self.residual else "DAB"
+        if not self.residual:
+            return "DAB"
+        return "ResidualDAB" if self.surrogate == "auto" else f"ResidualDAB-{self.surrogate}"
 
     def build(self, layer, op_shape):
         """Creates `layer`'s approximator and running sums (see `DABState`).
@@ -194,7 +213,7 @@ class DAB(Estimator):
 
     def _base(self, op, x, state):
         """$s(x)$ for a residual approximator, else `None`."""
-        return default_surrogate(op, x, state.temperature) if self.residual else None
+        return default_surrogate(op, x, state.temperature, self.surrogate) if self.residual else None
 
     def __call__(self, op, x, hard, state):
         approximator = state.approximator
@@ -223,7 +242,7 @@ class DAB(Estimator):
         approximator = None if self.approximator is None else f"<{self.approximator.name}>"
         return (
             f"DAB(approximator={approximator}, gamma={self.gamma!r}, residual={self.residual!r}, "
-            f"temperature={self.initial_temperature!r})"
+            f"temperature={self.initial_temperature!r}, surrogate={self.surrogate!r})"
         )
 
     def get_config(self):
@@ -235,6 +254,7 @@ class DAB(Estimator):
             "gamma": self.gamma,
             "residual": self.residual,
             "temperature": self.initial_temperature,
+            "surrogate": self.surrogate,
         }
 
     @classmethod

@@ -4,9 +4,7 @@ import keras
 from keras import ops
 
 from dab_keras import _validation
-from dab_keras.estimators.base import Estimator, bridge
-
-SURROGATES = ("auto", "identity", "relaxation")
+from dab_keras.estimators.base import SURROGATES, Estimator, bridge, default_surrogate
 
 
 @keras.saving.register_keras_serializable(package="dab_keras.estimators", name="StraightThrough")
@@ -60,21 +58,14 @@ class StraightThrough(Estimator):
         self.temperature = _validation.check_positive_float("temperature", temperature)
 
     def __call__(self, op, x, hard, state):
-        s = None if self.surrogate == "relaxation" else op.identity_surrogate(x)
-        if s is None:
-            if self.surrogate == "identity":
+        if self.clip_value is not None and self.surrogate != "identity":
+            if self.surrogate == "relaxation" or op.identity_surrogate(x) is None:
                 raise ValueError(
-                    f"{type(op).__name__} has no identity surrogate (its output is not a hard copy of the "
-                    "input's values but, e.g., a one-hot or a permutation); use surrogate='relaxation' or "
-                    "'auto'. Received: surrogate='identity'"
+                    f"`clip_value` applies to the identity surrogate only, and {type(op).__name__} uses its "
+                    f"relaxation here (surrogate={self.surrogate!r}). Received: clip_value={self.clip_value}"
                 )
-            if self.clip_value is not None:
-                raise ValueError(
-                    "`clip_value` applies to the identity surrogate only, which "
-                    f"{type(op).__name__} does not have. Received: clip_value={self.clip_value}"
-                )
-            s = op.relax(x, state.temperature)
-        elif self.clip_value is not None:
+        s = default_surrogate(op, x, state.temperature, self.surrogate)
+        if self.clip_value is not None:
             s = ops.where(ops.abs(x) <= self.clip_value, s, ops.stop_gradient(s))
         return bridge(hard, s)
 

@@ -340,6 +340,51 @@ def test_residual_dab_gradient_equals_straight_through_before_training(rng, make
     assert np.abs(dab["grad_x"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_residual_dab_on_the_relaxation_starts_as_the_tanh_straight_through_on_sign(rng, tau):
+    # DAB(surrogate="relaxation") on Sign: g = tanh(x / τ) + c(x), c at zero, so before training the
+    # gradient is (1 - tanh²(x / τ)) / τ · u, the straight-through binary Concrete's (by hand).
+    x = rng.normal(size=(4, 6)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    estimator = estimators.DAB(surrogate="relaxation", temperature=tau)
+    assert estimator.state_tag == "ResidualDAB-relaxation"
+    res = gradients.layer_gradients(built(layers.Sign(estimator=estimator), x), x, upstream)
+    x64 = x.astype(np.float64)
+    np.testing.assert_array_equal(res["output"], np.where(x >= 0, 1.0, -1.0))
+    expected = (1.0 - np.tanh(x64 / tau) ** 2) / tau * upstream
+    np.testing.assert_allclose(res["grad_x"], expected, rtol=1e-4, atol=1e-6)
+    ste = gradients.layer_gradients(
+        built(layers.Sign(estimator=estimators.StraightThrough(surrogate="relaxation", temperature=tau)), x),
+        x, upstream)
+    np.testing.assert_allclose(res["grad_x"], ste["grad_x"], rtol=1e-5, atol=1e-6)
+    # The approximation error is that of g = tanh(x / τ) against the hard sign.
+    error = np.mean(np.sum((np.tanh(x64 / tau) - np.where(x64 >= 0, 1.0, -1.0)) ** 2, axis=-1))
+    layer = built(layers.Sign(estimator=estimators.DAB(surrogate="relaxation", temperature=tau)), x)
+    layer(x, training=True)
+    results = layer.estimator_state.reported_metrics()[0].result()
+    np.testing.assert_allclose(float(results["approximation_error"]), error, rtol=1e-5)
+
+
+def test_dab_surrogate_argument_is_checked_and_serialized():
+    with pytest.raises(ValueError, match=r"`surrogate` must be one of .*Received: surrogate='tanh'"):
+        estimators.DAB(surrogate="tanh")
+    with pytest.raises(ValueError, match=r"needs residual=True. Received: surrogate='relaxation', residual=False"):
+        estimators.DAB(residual=False, surrogate="relaxation")
+    estimator = estimators.DAB(surrogate="identity")
+    restored = estimators.get(estimators.serialize(estimator))
+    assert restored.surrogate == "identity" and restored.residual
+    assert restored.state_tag == "ResidualDAB-identity"
+    assert estimators.DAB().state_tag == "ResidualDAB" and estimators.DAB(residual=False).state_tag == "DAB"
+    # configs written before the argument existed load with the default
+    config = estimators.serialize(estimators.DAB())
+    del config["config"]["surrogate"]
+    assert estimators.get(config).surrogate == "auto"
+    # an op without an identity surrogate refuses it when the layer runs in training
+    layer = layers.ArgMax(estimator=estimators.DAB(surrogate="identity"))
+    with pytest.raises(ValueError, match=r"ArgMax has no identity surrogate.*Received: surrogate='identity'"):
+        layer(np.zeros((2, 3), "float32"), training=True)
+
+
 def test_residual_dab_learns_a_correction_that_lowers_its_error():
     # Fitting g = x + c(x) to sign(x) by the DAB loss alone: the error of g falls below the identity's.
     keras.utils.set_random_seed(0)

@@ -278,6 +278,22 @@ def test_residual_dab_round_trips_through_keras_files(tmp_path, latent):
     assert restored.dab_residual is False and restored.sampler.estimator.residual is False
 
 
+@pytest.mark.parametrize("estimator,config", [("straight_through", {}), ("dab", {"dab_residual": True})])
+def test_binary_latent_straight_through_and_residual_dab_start_from_the_binary_concrete(estimator, config):
+    # Not the identity: the gradient of the hard bit w.r.t. ℓ + L is tanh's, (1 - tanh²(a / τ)) / τ.
+    import gradients
+
+    model = _small("binary", estimator, temperature=0.5, **config)
+    assert model.sampler.estimator.surrogate == "relaxation"
+    a = np.random.default_rng(0).normal(0.0, 1.5, (4, SMALL["bits"])).astype("float32")
+    upstream = np.random.default_rng(1).normal(size=a.shape).astype("float32")
+    model.sampler(a)  # builds the sampling layer
+    res = gradients.layer_gradients(model.sampler, a, upstream)
+    np.testing.assert_array_equal(res["output"], np.where(a >= 0, 1.0, -1.0))
+    a64 = a.astype("float64")
+    np.testing.assert_allclose(res["grad_x"], (1 - np.tanh(a64 / 0.5) ** 2) / 0.5 * upstream, rtol=1e-4, atol=1e-6)
+
+
 def test_tasks_are_registered_with_their_latents():
     assert {"discrete_vae", "binary_vae"} <= set(zoo.list_models())
     task = zoo.registry.get("binary_vae")
