@@ -144,6 +144,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time", type=float, default=0.3)
     parser.add_argument("--cases", default=None, help="comma-separated subset of the cases")
+    parser.add_argument("--modes", default=None, help="comma-separated subset of graph,xla (TensorFlow)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     parser.add_argument("--dense-memory-n", type=int, default=4096,
                         help="n for the dense versions' memory (0: skip; 16384 needs several GB)")
@@ -159,6 +160,8 @@ def main():
     dense = (["tfp_dense"] if backend == "tensorflow" else []) + ["dense"]
     cases = dense + blocked if args.cases is None else args.cases.split(",")
     modes = ["graph", "xla"] if backend == "tensorflow" else ["jit"]
+    if args.modes is not None and backend == "tensorflow":
+        modes = args.modes.split(",")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, args.n)).astype("float32")
     w = rng.normal(size=(args.batch, args.n)).astype("float32")
