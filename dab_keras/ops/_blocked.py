@@ -347,7 +347,15 @@ def _compiled_kernels(backend, kind, mode, n, block):
     return forward, backward, finish
 
 
-def soft_permute(kind, rows, s, a, x, scale, order, mode, block_size=DEFAULT_BLOCK_SIZE):
+def peak_columns(order, dtype):
+    """`(perm, inverse)` for `soft_permute`: `order` (int32, sorts `s` descending) and its inverse, as floats.
+
+    σ(i) = `order[i]` is the column row i peaks at; the custom gradient takes floating inputs only.
+    """
+    return tuple(ops.cast(ops.stop_gradient(t), dtype) for t in (order, inverse_permutation(order)))
+
+
+def soft_permute(kind, rows, s, a, x, scale, perm, inverse, mode, block_size=DEFAULT_BLOCK_SIZE):
     """`P̂ x` (`mode="values"`) or `P̂ᵀ w` (`mode="ranks"`), row-blocked, with a recomputing gradient.
 
     Args:
@@ -361,7 +369,8 @@ def soft_permute(kind, rows, s, a, x, scale, order, mode, block_size=DEFAULT_BLO
             the upstream gradient as it is and multiplies the column gradients by `scale` last, so the
             gradient `x` receives is `P̂ᵀ g` (give `x` an identity gradient to the caller's values:
             value `values / scale`) and nothing overflows for values near the dtype's largest.
-        order: int32 (batch, n), the indices that sort `s` descending: row i of P̂ peaks at `order[i]`.
+        perm: (batch, n), the indices that sort `s` descending, as floats: row i of P̂ peaks at `perm[i]`.
+        inverse: (batch, n), the inverse permutation of `perm`, as floats (see `peak_columns`).
         mode: `"values"` or `"ranks"`.
         block_size: Rows per block (an int >= 1).
 
@@ -392,9 +401,6 @@ def soft_permute(kind, rows, s, a, x, scale, order, mode, block_size=DEFAULT_BLO
 
         return out, grad
 
-    # σ(i), the column row i peaks at, and its inverse (as floats: the custom gradient takes floating
-    # inputs only).
-    perm, inverse = (ops.cast(ops.stop_gradient(t), dtype) for t in (order, inverse_permutation(order)))
     if kind == "neuralsort":
         return fn(ops.zeros_like(s), s, a, x, scale, ops.stop_gradient(rows), perm, inverse)
     return fn(rows, s, a, x, scale, ops.zeros_like(s), perm, inverse)
