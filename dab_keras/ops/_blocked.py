@@ -10,8 +10,10 @@ where $s$ (and $a$, $y$) already carry the inverse temperature (the callers pass
 $\beta = c/\tau$ and $|s| < 4$ before scaling) and $\sigma(i)$ is the column of the i-th largest $s$,
 where row $i$ peaks (NeuralSort's theorem: $Z_{i\sigma(i)} = \max_k Z_{ik}$). Every $L_{ij} \le 0$
 (NeuralSort's rounded logits are clamped at 0) and each row has an exact 0, so $E = e^L$ neither
-overflows nor vanishes. NeuralSort's kernels also skip, block by block, the sorted columns outside the
-block's band (see `_neuralsort_kernels`).
+overflows nor vanishes. Both kernels work with the columns in sorted order and visit, block by block,
+only a band of columns: NeuralSort's skips the columns whose entries underflow (see
+`_neuralsort_kernels`); SoftSort's sums the columns beyond the block's tied values as exact rank-one
+tiles (see `_softsort_kernels`).
 
 The functions compute the values $v = \hat P x$ and the ranks $\rho = \hat P^\top w$ ($w_i = i$) one
 block of rows at a time, under a custom gradient that recomputes each block in the backward pass: memory
@@ -74,6 +76,18 @@ def _rows(t, start, size):
     return ops.slice(t, begin, (ops.shape(t)[0], size) + tuple(t.shape[2:]))
 
 
+def _columns(t, start, size):
+    """Columns `[start, start + size)` of the second axis of `t` (batch, n_padded, ...)."""
+    return _rows(t, start, size)
+
+
+def _add_columns(acc, start, update):
+    """`acc` (batch, K, width) or (batch, width) with `update` added to the columns from `start`."""
+    begin = (0,) * (len(acc.shape) - 1) + (start,)
+    current = ops.slice(acc, begin, tuple(ops.shape(acc)[:-1]) + (update.shape[-1],))
+    return ops.slice_update(acc, begin, current + update)
+
+
 def _matvec(e, v):
     """`e @ v` for e (batch, B, n) and v (batch, n): (batch, B)."""
     return ops.squeeze(ops.matmul(e, ops.expand_dims(v, -1)), -1)
@@ -133,14 +147,11 @@ def _neuralsort_kernels(mode, n, block, chunk):
 
         def step(k, carry):
             c0 = lo + k * chunk
-            sc, ac = (col_slice(t, c0) for t in cols[:2])
+            sc, ac = (_columns(t, c0, chunk) for t in cols[:2])
             e = ops.exp(ops.minimum(_neuralsort_logits(*block_rows, sc, ac), 0.0))
             return body(c0, e, carry)
 
         return ops.fori_loop(0, count, step, init)
-
-    def col_slice(t, c0):
-        return ops.slice(t, (0, c0) + (0,) * (len(t.shape) - 2), (ops.shape(t)[0], chunk) + tuple(t.shape[2:]))
 
     def forward(y, s, a, x, scale, r, perm, inverse):
         dtype = s.dtype
@@ -155,7 +166,7 @@ def _neuralsort_kernels(mode, n, block, chunk):
             if mode == "values":
                 # Two products of the same e (one matrix product with [x, 1] runs slower on CPUs).
                 num, d = chunks(start, rows, cols, lo, count,
-                                lambda c0, e, acc: (acc[0] + _matvec(e, col_slice(cols[2], c0)),
+                                lambda c0, e, acc: (acc[0] + _matvec(e, _columns(cols[2], c0, chunk)),
                                                     acc[1] + ops.sum(e, axis=-1)),
                                 (ops.zeros((batch, block), dtype),) * 2)
                 out = ops.slice_update(out, (0, start), scale * (num / d))
@@ -205,7 +216,7 @@ def _neuralsort_kernels(mode, n, block, chunk):
                 d = _rows(den, start, block)
                 alpha = _rows(weights, start, block) / d
                 t = chunks(start, rows, cols, lo, count,
-                           lambda c0, e, acc: acc + _matvec(e, col_slice(cols[2], c0)),
+                           lambda c0, e, acc: acc + _matvec(e, _columns(cols[2], c0, chunk)),
                            ops.zeros((batch, block), dtype))
                 delta = rowvals - t / d
             ra = _rows(rows[0], start, block) * alpha
@@ -238,89 +249,171 @@ def _neuralsort_kernels(mode, n, block, chunk):
     return forward, backward, finish
 
 
-def _softsort_kernels(mode, n, block):
-    """SoftSort's blocked forward pass and its recomputing backward pass, as functions of tensors only.
+def _softsort_kernels(mode, n, block, chunk):
+    r"""SoftSort's kernels (as `_neuralsort_kernels`): a dense band and exact rank-one tiles elsewhere.
 
-    `forward(y, s, a, x, scale, r, perm) -> (out, den)` and
-    `backward(y, s, a, x, scale, r, perm, out, den, upstream)` whose result `finish(acc, x, g, perm)`
-    turns into `(dy, ds, da, dx)` (the column gradients before the final multiplication by `scale`);
-    `den` holds the row sums $d_i$ (padded rows: 1).
+    In sorted coordinates ($u = s_\sigma$ descending, $y_i = u_i$) the entries are $E_{ik} = e^{-|u_i -
+    u_k|}$. A block of rows $[b_0, b_1)$ is tied to the columns $[lo, hi)$ whose $u_k$ lies within the
+    block's values; the kernels visit those in chunks of `chunk` columns (one chunk when there are no
+    ties). Every other column is strictly beyond the whole block, where the entries factor exactly:
+    right of the band ($u_k < y_{b_1 - 1} = p$) $E_{ik} = e^{-(y_i - p)}\, e^{-(p - u_k)}$, left of it
+    ($u_k > y_{b_0} = q$) $E_{ik} = e^{-(q - y_i)}\, e^{-(u_k - q)}$, both factors at most 1 (no overflow;
+    an underflowing factor means an underflowing entry), and $\operatorname{sign}(y_i - u_k) = \pm 1$
+    there. The sums over those columns are then products of a row factor and a column factor: O(n) per
+    block instead of O(block · n).
     """
     blocks, pad, width, padded, zero_padded = _row_padding(n, block)
 
-    def exp_logits(y_padded, start, s):
-        yb = _rows(y_padded, start, block)
-        return ops.exp(-ops.abs(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2)))
+    def setup(y, s, perm, columns):
+        """Sorted columns (padded by `chunk` columns of u = -inf: e = 0) and the padded rows."""
+        index = ops.cast(perm, "int32")
+        u = ops.take_along_axis(s, index, axis=-1)
+        col_pad = ((0, 0), (0, chunk))
+        cols = (ops.pad(u, col_pad, constant_values=-float("inf")),)
+        sorted_cols = tuple(ops.take_along_axis(t, index, axis=-1) for t in columns)
+        cols += tuple(ops.pad(t, col_pad) for t in sorted_cols)
+        # A NaN or an infinity in a slice makes every output of the slice NaN, as in the dense matrix.
+        flag = ops.sum(u * 0.0, axis=-1, keepdims=True)
+        return u, padded(y), cols, sorted_cols, flag
 
-    def weights_of(s):
-        return zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), s.dtype), ops.shape(s)))
+    def band(start, y_rows, u):
+        """The tied band `[lo, lo + count · chunk)` of a block and its off-band factors.
+
+        Returns `lo, count, (f_right, h_right), (f_left, h_left)`: row factors (batch, block) and column
+        factors (batch, n), 0 on the columns the band covers.
+        """
+        q, p = _rows(y_rows, start, 1), _rows(y_rows, start + block - 1, 1)  # (batch, 1)
+        position = ops.arange(n, dtype="int32")
+        # (Over the batch; an empty batch has no chunk.)
+        lo = ops.min(ops.where(u <= q, position, n), initial=n)
+        hi = ops.max(ops.where(u >= p, position + 1, 0), initial=0)
+        count = (hi - lo + chunk - 1) // chunk
+        end = lo + count * chunk
+        yb = _rows(y_rows, start, block)
+        right = ops.where(position >= end, ops.exp(ops.minimum(u - p, 0.0)), 0.0)
+        left = ops.where(position < lo, ops.exp(ops.minimum(q - u, 0.0)), 0.0)
+        return lo, count, (ops.exp(ops.minimum(p - yb, 0.0)), right), (ops.exp(ops.minimum(yb - q, 0.0)), left)
+
+    def chunks(start, y_rows, cols, lo, count, body, init):
+        """`body(column_start, e, sign, carry)` over the band's chunks; `e`, `sign`: (batch, block, chunk)."""
+        yb = ops.expand_dims(_rows(y_rows, start, block), -1)
+
+        def step(k, carry):
+            c0 = lo + k * chunk
+            diff = yb - ops.expand_dims(_columns(cols[0], c0, chunk), -2)
+            return body(c0, ops.exp(-ops.abs(diff)), ops.sign(diff), carry)
+
+        return ops.fori_loop(0, count, step, init)
+
+    def off_band(factors, v):
+        """Row sums Σ_k E_ik v_k over the off-band columns, (batch, block), for v (batch, n)."""
+        return sum(f * ops.sum(h * v, axis=-1, keepdims=True) for f, h in factors)
+
+    def row_sums(start, y_rows, cols, lo, count, factors, col_index):
+        """`d_i = Σ_k E_ik` and, for `col_index`, `Σ_k E_ik cols[col_index]_k`, over every column."""
+        batch = ops.shape(y_rows)[0]
+        zeros = ops.zeros((batch, block), y_rows.dtype)
+        if col_index is None:
+            d = chunks(start, y_rows, cols, lo, count, lambda c0, e, sign, acc: acc + ops.sum(e, axis=-1), zeros)
+            return d + off_band(factors, 1.0), None
+
+        def body(c0, e, sign, acc):
+            return acc[0] + ops.sum(e, axis=-1), acc[1] + _matvec(e, _columns(cols[col_index], c0, chunk))
+
+        d, num = chunks(start, y_rows, cols, lo, count, body, (zeros, zeros))
+        return d + off_band(factors, 1.0), num + off_band(factors, cols[col_index][:, :n])
 
     def forward(y, s, a, x, scale, r, perm, inverse):
         dtype = s.dtype
         batch = ops.shape(s)[0]
-        weights, y_padded = weights_of(s), padded(y)
+        u, y_rows, cols, _, flag = setup(y, s, perm, (x,) if mode == "values" else ())
+        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), dtype), ops.shape(s)))
 
         def body(b, carry):
             out, den = carry
             start = b * block
-            e = exp_logits(y_padded, start, s)
+            lo, count, right, left = band(start, y_rows, u)
             if mode == "values":
-                sums = ops.matmul(e, ops.stack([x, ops.ones_like(x)], axis=-1))  # (batch, B, 2)
-                d = sums[..., 1]
-                out = ops.slice_update(out, (0, start), scale * (sums[..., 0] / d))
+                d, num = row_sums(start, y_rows, cols, lo, count, (right, left), 1)
+                d = d + flag
+                out = ops.slice_update(out, (0, start), scale * (num / d))
             else:
-                d = ops.sum(e, axis=-1)
+                d, _ = row_sums(start, y_rows, cols, lo, count, (right, left), None)
+                d = d + flag
                 coef = _rows(weights, start, block) / d
-                out = out + ops.squeeze(_weighted_rows(ops.expand_dims(coef, -2), e), -2)
+                out = chunks(start, y_rows, cols, lo, count,
+                             lambda c0, e, sign, acc: _add_columns(acc, c0, _matvec(ops.swapaxes(e, -1, -2), coef)),
+                             out)
+                off = sum(ops.sum(coef * f, axis=-1, keepdims=True) * h for f, h in (right, left))
+                out = out + ops.pad(off, ((0, 0), (0, chunk)))
             return out, ops.slice_update(den, (0, start), d)
 
-        init = (ops.zeros((batch, width if mode == "values" else n), dtype=dtype), ops.ones((batch, width), dtype))
+        out_width = width if mode == "values" else n + chunk
+        init = (ops.zeros((batch, out_width), dtype), ops.ones((batch, width), dtype))
         out, den = ops.fori_loop(0, blocks, body, init)
         if mode == "values":
-            out = out[:, :n]
-        return out, den
+            return out[:, :n], den
+        return ops.take_along_axis(out[:, :n], ops.cast(inverse, "int32"), axis=-1), den
 
     def backward(y, s, a, x, scale, r, perm, inverse, out, den, g):
         dtype = s.dtype
         batch = ops.shape(s)[0]
-        weights, y_padded = weights_of(s), padded(y)
-        # Row i's entries concentrate near column σ(i) (the i-th in sorted order), so L̄ is written
-        # around that column: x_j - v_i = (x_j - x_σ(i)) + δ_i, with δ_i = x_σ(i) - v_i formed
-        # directly. Then a hard row cancels exactly (no β-amplified round-off when P̂ is one-hot).
         colvals = x if mode == "values" else g
-        sorted_vals = padded(ops.take_along_axis(colvals, ops.cast(perm, "int32"), axis=-1))
+        u, y_rows, cols, (sorted_vals,), _ = setup(y, s, perm, (colvals,))
+        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), dtype), ops.shape(s)))
         if mode == "values":
             alpha_all = zero_padded(g) / den  # (batch, n_pad)
-            delta_all = sorted_vals - padded(out / scale)
+            m_all = padded(out / scale)  # v_i: L̄_ik = α_i E_ik (x_k - v_i)
 
         def body(b, acc):
             start = b * block
-            e = exp_logits(y_padded, start, s)
-            d = _rows(den, start, block)
-            rowvals = _rows(sorted_vals, start, block)
+            lo, count, right, left = band(start, y_rows, u)
             if mode == "values":
-                alpha, delta = _rows(alpha_all, start, block), _rows(delta_all, start, block)
+                alpha, m = _rows(alpha_all, start, block), _rows(m_all, start, block)
             else:
+                # L̄_ik = α_i E_ik (g_k - t_i), α = w / d, t_i = Σ_k P̂_ik g_k.
+                d = _rows(den, start, block)
                 alpha = _rows(weights, start, block) / d
-                delta = rowvals - _matvec(e, g) / d
-            yb = _rows(y_padded, start, block)
-            sign = ops.sign(ops.expand_dims(yb, -1) - ops.expand_dims(s, -2))
-            diff = ops.expand_dims(colvals, -2) - ops.expand_dims(rowvals - delta, -1)
-            # ∂L_ij/∂y_i = -sign(y_i - s_j), ∂L_ij/∂s_j = +sign(y_i - s_j).
-            signed = e * diff * sign * ops.expand_dims(alpha, -1)
-            dy, ds, dx = acc
-            dy = ops.slice_update(dy, (0, start), -ops.sum(signed, axis=-1))
-            ds = ds + ops.sum(signed, axis=-2)
-            if mode == "values":
-                dx = dx + ops.squeeze(_weighted_rows(ops.expand_dims(alpha, -2), e), -2)
-            return dy, ds, dx
+                _, num = row_sums(start, y_rows, cols, lo, count, (right, left), 1)
+                m = num / d
+            # ∂L_ik/∂y_i = -sign(y_i - u_k), ∂L_ik/∂u_k = +sign(y_i - u_k).
+            mcol = ops.expand_dims(m, -1)
+            acol = ops.expand_dims(alpha, -1)
 
-        zeros = ops.zeros_like(s)
+            def dense(c0, e, sign, acc):
+                dy, ds, dx = acc
+                ae = acol * e
+                signed = ae * sign * (ops.expand_dims(_columns(cols[1], c0, chunk), -2) - mcol)
+                dy = dy - ops.sum(signed, axis=-1)
+                ds = _add_columns(ds, c0, ops.sum(signed, axis=-2))
+                if mode == "values":
+                    dx = _add_columns(dx, c0, ops.sum(ae, axis=-2))
+                return dy, ds, dx
+
+            zeros = ops.zeros((batch, block), dtype)
+            dy_block, ds, dx = chunks(start, y_rows, cols, lo, count, dense, (zeros,) + acc[1:])
+            dy_all = acc[0]
+            # Off the band: sign +1 right of it, -1 left of it.
+            for sign, (f, h) in ((1.0, right), (-1.0, left)):
+                af = alpha * f
+                hz = ops.sum(h * sorted_vals, axis=-1, keepdims=True)
+                h1 = ops.sum(h, axis=-1, keepdims=True)
+                dy_block = dy_block - sign * af * (hz - m * h1)
+                a1 = ops.sum(af, axis=-1, keepdims=True)
+                am = ops.sum(af * m, axis=-1, keepdims=True)
+                ds = ds + ops.pad(sign * h * (sorted_vals * a1 - am), ((0, 0), (0, chunk)))
+                if mode == "values":
+                    dx = dx + ops.pad(h * a1, ((0, 0), (0, chunk)))
+            return ops.slice_update(dy_all, (0, start), dy_block), ds, dx
+
+        zeros = ops.zeros((batch, n + chunk), dtype)
         dy, ds, dx = ops.fori_loop(0, blocks, body, (ops.zeros((batch, width), dtype), zeros, zeros))
-        return dy[:, :n], ds, dx
+        return dy[:, :n], ds[:, :n], dx[:, :n]
 
     def finish(acc, x, g, perm, inverse):
+        """`backward`'s gradients (rows, then columns in sorted order) as `(dy, ds, da, dx)`."""
         dy, ds, dx = acc
+        ds, dx = (ops.take_along_axis(t, ops.cast(inverse, "int32"), axis=-1) for t in (ds, dx))
         return dy, ds, ops.zeros_like(ds), dx
 
     return forward, backward, finish
@@ -338,7 +431,7 @@ def _compiled_kernels(backend, kind, mode, n, block):
     if kind == "neuralsort":
         forward, backward, finish = _neuralsort_kernels(mode, n, block, min(CHUNK_SIZE, n))
     else:
-        forward, backward, finish = _softsort_kernels(mode, n, block)
+        forward, backward, finish = _softsort_kernels(mode, n, block, min(block, n))
     if backend == "tensorflow":
         import tensorflow as tf
 
