@@ -114,6 +114,31 @@ def test_neuralsort_bands_match_the_dense_matrix_at_scale(rng, mode, block_size)
 
 
 @pytest.mark.parametrize("mode", sorted(BLOCKED))
+@pytest.mark.parametrize("block_size", [5, 64])
+def test_softsort_bands_and_rank_one_tiles_match_the_dense_matrix(rng, mode, block_size):
+    # Each block visits only the columns tied with its own values (a run of 21 ties across blocks, many
+    # short runs in the second slice, none in the third) and sums every other column as an exact rank-one
+    # tile: from a τ where the entries beyond the diagonal underflow to one where none does.
+    blocked, dense = BLOCKED[mode]
+    x = rng.normal(size=(3, 300))
+    x[0, 30:51] = x[0, 29]
+    x[1] = np.round(x[1] * 4.0)
+    upstream = rng.normal(size=x.shape)
+    for tau in (1e-3, 0.05, 30.0):
+        for direction in DIRECTIONS:
+            fn = lambda v, t=tau, d=direction: blocked(v, t, d, "softsort", block_size)  # noqa: E731
+            ref = lambda v, t=tau, d=direction: dense(v, t, d, "softsort")  # noqa: E731
+            out = np.asarray(fn(x))
+            tol = 1e-9 if out.dtype == np.float64 else 1e-3  # JAX: float32 unless x64 is enabled
+            # At exact ties |y_i - s_k| has a kink: the blocked gradient takes sign(0) = 0 there, as
+            # TensorFlow's autodiff does, while JAX's takes 1; on JAX only the slice without ties compares.
+            rows = slice(None) if keras.backend.backend() == "tensorflow" else slice(2, 3)
+            for actual, expected in ((out, np.asarray(ref(x))),
+                                     (gradients.vjp(fn, x, upstream)[rows], gradients.vjp(ref, x, upstream)[rows])):
+                np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("mode", sorted(BLOCKED))
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
 def test_blocked_gradient_matches_finite_differences(rng, mode, relaxation):
     blocked, _ = BLOCKED[mode]
@@ -282,9 +307,11 @@ def _xla_calls(graph):
 @pytest.mark.tensorflow_only
 @pytest.mark.parametrize("mode", sorted(BLOCKED))
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
-def test_blocked_kernels_compile_with_xla_in_tensorflow_graph_mode(rng, mode, relaxation):
+def test_blocked_kernels_and_preparation_compile_with_xla_in_tensorflow_graph_mode(rng, mode, relaxation):
     # In graph mode (no jit_compile) the forward and the recomputing backward pass each run as one XLA
-    # cluster, for any batch size (unknown in the signature), with the eager value and gradient.
+    # cluster, and so do the input preparation and its gradient (none of its ops is left in the step's
+    # graph but the argsort), for any batch size (unknown in the signature), with the eager value and
+    # gradient.
     import tensorflow as tf
 
     blocked, dense = BLOCKED[mode]
@@ -296,7 +323,10 @@ def test_blocked_kernels_compile_with_xla_in_tensorflow_graph_mode(rng, mode, re
             loss = tf.reduce_sum(blocked(v, 0.5, relaxation=relaxation, block_size=4) * w)
         return loss, tape.gradient(loss, v)
 
-    assert len(_xla_calls(step.get_concrete_function().graph)) >= 2
+    graph = step.get_concrete_function().graph
+    assert len(_xla_calls(graph)) >= 4
+    preparation = {"Abs", "Log", "Pow", "Cumsum", "ScatterNd", "RealDiv"}
+    assert not preparation & {op.type for op in graph.get_operations()}
     for batch in (3, 1):
         x = rng.normal(size=(batch, 10)).astype("float32")
         w = rng.normal(size=(batch, 10)).astype("float32")
