@@ -33,7 +33,7 @@ def code_estimator(estimator, width, approximator_units, residual=False):
 
     Examples:
         >>> code_estimator("dab", 256, (128,))
-        DAB(approximator=<approximator>, gamma=10.0, residual=False, temperature=1.0)
+        DAB(approximator=<approximator>, gamma=10.0, residual=False, temperature=1.0, surrogate='auto')
         >>> code_estimator("relaxed", 256, (128,))
         'relaxed'
     """
