@@ -90,11 +90,16 @@ def configurations(latents, categories=None):
     return np.eye(categories)[index]
 
 
+def _categorical(problem):
+    """Whether `problem` (from `make_problem`) has one-hot categorical latents."""
+    return problem["latent"] == "categorical"
+
+
 def _problem_configurations(problem):
     logits = problem["logits"]
-    if problem.get("latent", "binary") == "binary":
-        return configurations(logits.shape[-1])
-    return configurations(logits.shape[-2], logits.shape[-1])
+    if _categorical(problem):
+        return configurations(logits.shape[-2], logits.shape[-1])
+    return configurations(logits.shape[-1])
 
 
 def log_likelihood(x, z, W, c):
@@ -104,7 +109,7 @@ def log_likelihood(x, z, W, c):
 
 
 def _log_likelihood(problem, x, z):
-    if problem.get("latent", "binary") == "categorical":
+    if _categorical(problem):
         z = z.reshape(z.shape[:-2] + (-1,))
     return log_likelihood(x, z, problem["W"], problem["c"])
 
@@ -129,7 +134,7 @@ def kl(logits, latent="binary"):
 def elbo(problem, logits=None):
     """Exact ELBO per data point by summing over all configurations, shape (N,)."""
     logits = problem["logits"] if logits is None else logits
-    latent = problem.get("latent", "binary")
+    latent = problem["latent"]
     zs = _problem_configurations(problem)
     weights = np.exp(log_q(zs[None], logits[:, None], latent))  # (N, Cfg)
     recon = _log_likelihood(problem, problem["x"][:, None], zs[None])  # (N, Cfg)
@@ -140,39 +145,34 @@ def exact_gradients(problem):
     """Exact gradients w.r.t. the encoder logits: `(grad_R, grad_KL)`, each shaped like the logits;
     ∇ELBO = grad_R - grad_KL."""
     logits, x = problem["logits"], problem["x"]
-    latent = problem.get("latent", "binary")
+    latent = problem["latent"]
     zs = _problem_configurations(problem)
     weights = np.exp(log_q(zs[None], logits[:, None], latent))  # (N, Cfg)
     recon = _log_likelihood(problem, x[:, None], zs[None])  # (N, Cfg)
-    wr = weights * recon
+    score = _score(latent, logits[:, None], zs[None])  # (N, Cfg) + the logits' trailing shape
+    extra = (None,) * (logits.ndim - 1)
+    grad_r = np.sum((weights * recon)[(...,) + extra] * score, axis=1)
     if latent == "categorical":
         p = _softmax(logits)
-        score = zs[None] - p[:, None]  # (N, Cfg, K, C)
-        grad_r = np.sum(wr[..., None, None] * score, axis=1)
         log_cp = _log_softmax(logits) + np.log(logits.shape[-1])
-        grad_kl = p * (log_cp - np.sum(p * log_cp, axis=-1, keepdims=True))
-        return grad_r, grad_kl
-    score = (zs[None] + 1.0) / 2.0 - _sigmoid(logits)[:, None]  # (N, Cfg, K)
-    grad_r = np.sum(wr[..., None] * score, axis=1)
+        return grad_r, p * (log_cp - np.sum(p * log_cp, axis=-1, keepdims=True))
     p = _sigmoid(logits)
-    grad_kl = p * (1 - p) * logits
-    return grad_r, grad_kl
+    return grad_r, p * (1 - p) * logits
 
 
 # ----------------------------------------------------------------------------------- estimators
 def _sample(problem, shape, rng):
     """Exact samples of q for every data point: binary (…, N, K) in {-1, +1}; categorical one-hot (…, N, K, C)."""
     logits = problem["logits"]
-    if problem.get("latent", "binary") == "categorical":
+    if _categorical(problem):
         index = np.argmax(logits + gumbel_noise(shape + logits.shape, rng), axis=-1)
         return np.eye(logits.shape[-1])[index]
     return 2.0 * (rng.random(shape + logits.shape) < _sigmoid(logits)) - 1.0
 
 
-def _score(problem, z):
-    """∇_l log q(z | x): binary (z + 1)/2 − σ(l); categorical z − softmax(l)."""
-    logits = problem["logits"]
-    if problem.get("latent", "binary") == "categorical":
+def _score(latent, logits, z):
+    """∇_l log q(z | x): binary (z + 1)/2 − σ(l); categorical z − softmax(l); `z` and `logits` broadcast."""
+    if latent == "categorical":
         return z - _softmax(logits)
     return (z + 1.0) / 2.0 - _sigmoid(logits)
 
@@ -209,7 +209,7 @@ def reinforce_loo(problem, estimates, samples=4, seed=0):
         z = _sample(problem, (samples,), rng)  # (m, N, K[, C])
         f = _log_likelihood(problem, x[None], z)  # (m, N)
         baseline = leave_one_out_baseline(f)
-        out[s] = np.mean((f - baseline)[(...,) + extra] * _score(problem, z), axis=0)
+        out[s] = np.mean((f - baseline)[(...,) + extra] * _score(problem["latent"], logits, z), axis=0)
     return out
 
 
@@ -270,7 +270,7 @@ def _decoder_fn(problem, estimates):
 def _noisy_logits(problem, rows, rng):
     """a = l[rows] + noise: logistic noise (binary, z = sign(a)) or Gumbel noise (categorical, z = onehot(argmax a))."""
     logits = problem["logits"][rows]
-    noise = gumbel_noise if problem.get("latent", "binary") == "categorical" else logistic_noise
+    noise = gumbel_noise if _categorical(problem) else logistic_noise
     return logits + noise(logits.shape, rng)
 
 
@@ -294,13 +294,11 @@ def straight_through_mean(problem, estimates, seed=0):
     logits, x = problem["logits"], problem["x"]
     a = _noisy_logits(problem, np.tile(np.arange(len(logits)), estimates), rng).reshape(
         (estimates,) + logits.shape)
-    if problem.get("latent", "binary") == "categorical":
-        z = np.eye(logits.shape[-1])[np.argmax(a, axis=-1)]
-    else:
-        z = np.where(a >= 0, 1.0, -1.0)
+    categorical = _categorical(problem)
+    z = np.eye(logits.shape[-1])[np.argmax(a, axis=-1)] if categorical else np.where(a >= 0, 1.0, -1.0)
     flat = z.reshape(z.shape[:2] + (-1,))
     upstream = ((x - _sigmoid(flat @ problem["W"].T + problem["c"])) @ problem["W"]).reshape(z.shape)
-    if problem.get("latent", "binary") == "categorical":
+    if categorical:
         p = _softmax(logits)
         return p * (upstream - np.sum(p * upstream, axis=-1, keepdims=True))
     p = _sigmoid(logits)
