@@ -71,6 +71,11 @@ def _row_padding(n, block):
     return blocks, pad, blocks * block, padded, zero_padded
 
 
+def _rank_weights(n, s):
+    """The ranks' weights $w_i = i$ (1-based positions, i = 1..n), shaped and typed like `s` (batch, n)."""
+    return ops.broadcast_to(ops.cast(ops.arange(1, n + 1), s.dtype), ops.shape(s))
+
+
 def _rows(t, start, size):
     """Rows `[start, start + size)` of the second axis of `t` (batch, n_padded, ...)."""
     begin = (0, start) + (0,) * (len(t.shape) - 2)
@@ -173,7 +178,7 @@ def _neuralsort_kernels(mode, n, block, chunk):
         dtype = s.dtype
         batch = ops.shape(s)[0]
         index, s_sorted, a_sorted, rows, cols, threshold = setup(s, a, r, perm, (x,) if mode == "values" else ())
-        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), dtype), ops.shape(s)))
+        weights = zero_padded(_rank_weights(n, s))
 
         def body(b, carry):
             out, den = carry
@@ -215,7 +220,7 @@ def _neuralsort_kernels(mode, n, block, chunk):
         # L̄ written around the peak column: x_j - v_i = (x_j - x_σ(i)) + δ_i, δ_i = x_σ(i) - v_i formed
         # directly, so a hard row cancels exactly (no β-amplified round-off when P̂ is one-hot).
         sorted_vals = padded(ops.take_along_axis(colvals, index, axis=-1))
-        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), dtype), ops.shape(s)))
+        weights = zero_padded(_rank_weights(n, s))
         if mode == "values":
             alpha_all = zero_padded(g) / den  # (batch, n_pad)
             delta_all = sorted_vals - padded(out / scale)
@@ -343,7 +348,7 @@ def _softsort_kernels(mode, n, block, chunk):
         dtype = s.dtype
         batch = ops.shape(s)[0]
         u, y_rows, cols, _, flag = setup(y, s, perm, (x,) if mode == "values" else ())
-        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), dtype), ops.shape(s)))
+        weights = zero_padded(_rank_weights(n, s))
 
         def body(b, carry):
             out, den = carry
@@ -376,7 +381,7 @@ def _softsort_kernels(mode, n, block, chunk):
         batch = ops.shape(s)[0]
         colvals = x if mode == "values" else g
         u, y_rows, cols, (sorted_vals,), _ = setup(y, s, perm, (colvals,))
-        weights = zero_padded(ops.broadcast_to(ops.cast(ops.arange(1, n + 1), dtype), ops.shape(s)))
+        weights = zero_padded(_rank_weights(n, s))
         if mode == "values":
             alpha_all = zero_padded(g) / den  # (batch, n_pad)
             m_all = padded(out / scale)  # v_i: L̄_ik = α_i E_ik (x_k - v_i)
