@@ -37,6 +37,8 @@ Test metrics (`evaluate`), all on the 10,000 test images binarized once (the zoo
   test images.
 """
 
+import functools
+
 import numpy as np
 
 from benchmarks.study import tasks as tasks_lib
@@ -107,6 +109,7 @@ def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, l2
     return float(np.mean(np.argmax(test @ w + b, axis=1) == np.asarray(test_labels).reshape(-1)))
 
 
+@functools.cache  # one class, registered with Keras once
 def _reinforce_class():
     import keras
     from keras import ops
@@ -166,9 +169,6 @@ def _reinforce_class():
     return keras.saving.register_keras_serializable(package="benchmarks.study", name="ReinforceVAE")(ReinforceVAE)
 
 
-_REINFORCE = []
-
-
 def reinforce_vae(**kwargs):
     """A `ReinforceVAE` (the zoo's discrete VAE trained with REINFORCE-LOO): `samples=` and the zoo model's args.
 
@@ -178,9 +178,7 @@ def reinforce_vae(**kwargs):
     Returns:
         An unbuilt `keras.Model`.
     """
-    if not _REINFORCE:
-        _REINFORCE.append(_reinforce_class())
-    return _REINFORCE[0](**kwargs)
+    return _reinforce_class()(**kwargs)
 
 
 def vae_data(path):
