@@ -6,6 +6,7 @@
     python -m benchmarks.study run permutation --out study/permutation   # synthetic data: no --data
     python -m benchmarks.study report everyday --out study/everyday   # table and plots from results.jsonl
     python -m benchmarks.study gradients --samples 2000        # gradient-quality diagnostic
+    python -m benchmarks.study codes --data mnist.npz --run straight_through=W.h5 --run dab_residual=W.h5
 """
 
 import argparse
@@ -25,7 +26,7 @@ def _positive_int(text):
 
 
 def _parser():
-    from benchmarks.study import gradient_quality
+    from benchmarks.study import code_gradients, gradient_quality
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +47,8 @@ def _parser():
             sub.add_argument("--curve-every", type=_positive_int, default=25,
                              help="steps per training-curve point")
     gradient_quality.add_arguments(commands.add_parser("gradients", help="gradient-quality diagnostic"))
+    code_gradients.add_arguments(commands.add_parser(
+        "codes", help="what trained DAB bridges do to the zoo classifier's code gradient"))
     return parser
 
 
@@ -57,6 +60,10 @@ def main(argv=None):
         from benchmarks.study import gradient_quality
 
         return gradient_quality.main(args, command)
+    if args.command == "codes":
+        from benchmarks.study import code_gradients
+
+        return code_gradients.main(args, command)
 
     from benchmarks.study import report, results, runner, tasks
 
