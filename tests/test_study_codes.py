@@ -128,3 +128,22 @@ def test_command_line_measures_shipped_classifiers(tmp_path):
     assert [r.split("|")[1].strip() for r in rows] == ["straight_through", "dab"]
     cells = rows[1].split("|")
     assert all(float(cells[i]) > 0 for i in (5, 6, 7))  # gain, cos, diag were measured
+
+
+def test_classifier_screen_splits_the_training_set_and_pairs_differences(tmp_path):
+    from benchmarks.study import classifier_screen, stats
+
+    rng = np.random.default_rng(0)
+    n = classifier_screen.HELD_OUT + 5
+    source = tmp_path / "mnist.npz"
+    x = rng.integers(0, 256, (n, 28, 28), dtype="uint8")
+    y = rng.integers(0, 10, n)
+    np.savez(source, x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+    split = np.load(classifier_screen.split_file(str(source), str(tmp_path)))
+    assert np.array_equal(split["x_train"], x[:5]) and np.array_equal(split["y_test"], y[5:])
+
+    accuracy = {"straight_through": {0: 0.990, 1: 0.992}, "dab_residual": {0: 0.991, 1: 0.995}}
+    table = classifier_screen.table(accuracy, [0, 1])
+    mean, half, _ = stats.mean_interval([0.1, 0.3])
+    assert "| straight_through | 99.00 / 99.20 | 99.100 | – |" in table
+    assert f"| dab_residual | 99.10 / 99.50 | 99.300 | {mean:+.3f} ± {half:.3f} |" in table

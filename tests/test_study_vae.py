@@ -78,6 +78,36 @@ def test_reinforce_vae_encoder_gradient_is_unbiased():
     assert np.max(np.abs((biased[active] - exact[active]) / standard_error[active])) > 5.5
 
 
+@pytest.mark.parametrize("latent", ["categorical", "binary"])
+def test_mean_straight_through_vae_returns_the_sample_with_its_means_gradient(latent):
+    """`straight_through_mean`: the hard sample's value, the Jacobian of E[z | logits] backward."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the gradients are taken with tf.GradientTape")
+    import tensorflow as tf
+
+    kwargs = {"groups": 2, "categories": 3} if latent == "categorical" else {"bits": 4}
+    model = vae._mean_straight_through_class()(latent=latent, hidden_units=(8,), seed=3, **kwargs)
+    model.build()
+    logits = tf.constant(np.random.default_rng(0).normal(size=(5, *model.latent_shape)), "float32")
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(5, *model.latent_shape)), "float32")
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        z = model.draw(logits, training=True, seed=7)
+        objective = tf.reduce_sum(z * upstream)
+    np.testing.assert_array_equal(z, model.draw(logits, training=False, seed=7))  # exactly the hard sample
+    values = np.unique(np.asarray(z))
+    assert set(values) <= ({0.0, 1.0} if latent == "categorical" else {-1.0, 1.0})
+    u, logit = np.asarray(upstream, "float64"), np.asarray(logits, "float64")
+    if latent == "categorical":  # softmax Jacobian: p * (u - <p, u>)
+        p = np.exp(logit) / np.exp(logit).sum(-1, keepdims=True)
+        expected = p * (u - np.sum(p * u, axis=-1, keepdims=True))
+    else:  # d tanh(l / 2) / dl = (1 - tanh(l / 2)^2) / 2
+        expected = u * (1.0 - np.tanh(logit / 2.0) ** 2) / 2.0
+    np.testing.assert_allclose(tape.gradient(objective, logits), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_reinforce_vae_needs_two_samples():
     with pytest.raises(ValueError, match=r"`samples` must be an integer >= 2.*Received: samples=1"):
         vae.reinforce_vae(latent="binary", samples=1)

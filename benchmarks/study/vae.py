@@ -22,6 +22,12 @@ $$ \hat\nabla_\phi = \frac1m \sum_{i=1}^m \Big(f_i - \frac{1}{m-1} \sum_{j \ne i
    \nabla_\phi \log q_\phi(z_i \mid x), \qquad f_i = -\log p_\theta(x \mid z_i), $$
 
 for the encoder, the decoder's ordinary gradient of the mean of the f_i, and the KL term analytic.
+One more row, `straight_through_mean` (`MeanStraightThroughVAE`): the hard sample with the gradient of
+its mean given the noise-free logits, $z + \mu(\ell) - \operatorname{sg}(\mu(\ell))$ with
+$\mu = \operatorname{softmax}(\ell)$ (categorical) or $\mathbb{E}[\operatorname{sign}(\ell + L)] =
+\tanh(\ell / 2)$ (binary): the classic straight-through of stochastic units, and the limit of a DAB whose
+approximator regresses the sample on the noise-free logits (the least-squares fit of a random target is
+its conditional mean). No τ.
 
 Test metrics (`evaluate`), all on the 10,000 test images binarized once (the zoo's
 `binarized_test_sets(...)["dynamic"]`), latent noise seeded as in the zoo's protocol:
@@ -57,7 +63,7 @@ PROBE_SEED = 1905
 PROBE_L2 = 1e-3
 #: Optimizer steps per compiled call (the runner fits 25 steps at a time).
 STEPS_PER_EXECUTION = 25
-VAE_ESTIMATORS = ("straight_through", "relaxed", "dab", "dab_paper", "reinforce")
+VAE_ESTIMATORS = ("straight_through", "relaxed", "dab", "dab_paper", "reinforce", "straight_through_mean")
 #: Units of the test metrics (`"%"`: a fraction shown in percent).
 VAE_UNITS = {"neg_elbo": "nats", f"neg_iwae_k{IWAE_K}": "nats", "reconstruction": "nats", "probe_accuracy": "%"}
 
@@ -169,6 +175,35 @@ def _reinforce_class():
     return keras.saving.register_keras_serializable(package="benchmarks.study", name="ReinforceVAE")(ReinforceVAE)
 
 
+@functools.cache  # one class, registered with Keras once
+def _mean_straight_through_class():
+    import keras
+    from keras import ops
+
+    from dab_keras.zoo import vae_model
+
+    class MeanStraightThroughVAE(vae_model.DiscreteVAEModel):
+        """The zoo's discrete VAE whose hard sample back-propagates through its mean given the logits.
+
+        In training `draw` returns z + μ(ℓ) − stop_gradient(μ(ℓ)) (value: the hard sample z of ℓ + noise;
+        gradient: the Jacobian of μ = softmax(ℓ), or tanh(ℓ/2) for ±1 bits); elsewhere it is the zoo model.
+        """
+
+        def __init__(self, **kwargs):
+            kwargs.setdefault("estimator", "straight_through")
+            super().__init__(**kwargs)
+
+        def draw(self, logits, training=False, seed=None):
+            hard = super().draw(logits, training=False, seed=seed)
+            if not training:
+                return hard
+            mean = ops.softmax(logits, axis=-1) if self.latent == "categorical" else ops.tanh(logits / 2.0)
+            return ops.stop_gradient(hard) + (mean - ops.stop_gradient(mean))
+
+    return keras.saving.register_keras_serializable(package="benchmarks.study", name="MeanStraightThroughVAE")(
+        MeanStraightThroughVAE)
+
+
 def reinforce_vae(**kwargs):
     """A `ReinforceVAE` (the zoo's discrete VAE trained with REINFORCE-LOO): `samples=` and the zoo model's args.
 
@@ -276,6 +311,8 @@ def _vae_builder(latent):
         keras.utils.set_random_seed(seed)
         if estimator == "reinforce":
             model = reinforce_vae(latent=latent, seed=seed)
+        elif estimator == "straight_through_mean":
+            model = _mean_straight_through_class()(latent=latent, seed=seed)
         elif estimator in ("dab", "dab_paper"):
             model = vae_model.DiscreteVAEModel(latent=latent, estimator="dab", dab_residual=estimator == "dab",
                                                seed=seed)
