@@ -78,6 +78,119 @@ def test_reinforce_vae_encoder_gradient_is_unbiased():
     assert np.max(np.abs((biased[active] - exact[active]) / standard_error[active])) > 5.5
 
 
+def test_conditional_gumbel_is_the_perturbation_given_its_argmax():
+    """z̃ | b has argmax b and the law of z = log π + G restricted to argmax z = b (means and spreads)."""
+    rng = np.random.default_rng(0)
+    log_probs = np.log(np.array([0.5, 0.3, 0.2]))
+    n = 200_000
+    z = log_probs - np.log(-np.log(rng.uniform(size=(n, 3))))
+    for b in range(3):
+        hard = np.zeros((n, 3), "float64")
+        hard[:, b] = 1.0
+        z_tilde = np.asarray(vae.conditional_gumbel(np.tile(log_probs, (n, 1)), hard, rng.uniform(size=(n, 3))))
+        assert np.all(np.argmax(z_tilde, axis=-1) == b)
+        picked = z[np.argmax(z, axis=-1) == b]
+        error = 5 * picked.std(axis=0) / math.sqrt(len(picked))
+        np.testing.assert_array_less(np.abs(z_tilde.mean(axis=0) - picked.mean(axis=0)), error + 0.01)
+        np.testing.assert_allclose(z_tilde.std(axis=0), picked.std(axis=0), rtol=0.03)
+    # the check has power: unconditional perturbations do not match
+    assert np.abs(z.mean(axis=0) - z[np.argmax(z, axis=-1) == 0].mean(axis=0)).max() > 0.1
+
+
+def test_conditional_logistic_is_the_perturbation_given_its_sign():
+    rng = np.random.default_rng(1)
+    logits = np.array([-1.5, 0.0, 2.0])
+    n = 200_000
+    u = rng.uniform(size=(n, 3))
+    z = logits + np.log(u) - np.log1p(-u)
+    for sign in (-1.0, 1.0):
+        z_tilde = np.asarray(vae.conditional_logistic(np.tile(logits, (n, 1)), np.full((n, 3), sign),
+                                                      rng.uniform(1e-6, 1 - 1e-6, size=(n, 3))))
+        assert np.all(np.sign(z_tilde) == sign)
+        for j in range(3):
+            picked = z[np.sign(z[:, j]) == sign, j]
+            assert abs(z_tilde[:, j].mean() - picked.mean()) < 5 * picked.std() / math.sqrt(len(picked)) + 0.01
+            assert z_tilde[:, j].std() == pytest.approx(picked.std(), rel=0.03)
+
+
+@pytest.mark.parametrize("latent", ["binary", "categorical"])
+def test_relax_vae_encoder_gradient_is_unbiased(latent):
+    """The mean of RelaxVAE's encoder gradients (control variate at its initial, non-zero value) is exact."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("RELAX takes nested tf.GradientTape gradients")
+    import tensorflow as tf
+
+    from dab_keras.zoo import vae_math
+
+    keras.utils.set_random_seed(0)
+    kwargs = {"bits": 3} if latent == "binary" else {"groups": 2, "categories": 3}
+    model = vae.relax_vae(latent=latent, hidden_units=(8,), seed=4, control_units=4, **kwargs)
+    model.build()
+    model.control_out.kernel.assign(np.random.default_rng(2).normal(0, 0.5, model.control_out.kernel.shape))
+    x = (np.random.default_rng(1).random((1, 28, 28, 1)) < 0.3).astype("float32")
+    variables = _encoder_variables(model)
+
+    if latent == "binary":
+        codes = np.array(list(itertools.product([-1.0, 1.0], repeat=3)), "float32")
+    else:
+        eye = np.eye(3, dtype="float32")
+        codes = np.array([[eye[i], eye[j]] for i in range(3) for j in range(3)], "float32")
+    k = len(codes)
+    f = vae_math.bernoulli_neg_log_likelihood(np.repeat(x, k, axis=0), model.decode(codes))
+    with tf.GradientTape(persistent=True) as tape:
+        logits = model.posterior_logits(x)
+        q = tf.exp(model.log_q(tf.repeat(logits, k, axis=0), codes))
+        kl = tf.reduce_sum(model.kl(logits))
+        objective = tf.reduce_sum(q * f) + kl
+    exact = np.concatenate([np.ravel(g) for g in tape.gradient(objective, variables)])
+    kl_gradient = np.concatenate([np.ravel(g) for g in tape.gradient(kl, variables)])
+
+    n, batches = 4000, 10
+    means = []
+    for _ in range(batches):
+        xs = np.repeat(x, n, axis=0)
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=xs, y_pred=model(xs, training=True))
+        means.append(np.concatenate([np.ravel(g) for g in tape.gradient(loss, variables)]))
+    means = np.stack(means)
+    mean = means.mean(axis=0)
+    standard_error = means.std(axis=0, ddof=1) / math.sqrt(batches)
+    active = np.abs(exact) > 1e-3 * np.abs(exact).max()
+    assert active.sum() > 10
+    assert np.max(np.abs((mean[active] - exact[active]) / standard_error[active])) < 5.5
+    assert np.linalg.norm(mean - exact) < 0.05 * np.linalg.norm(exact)
+    # the check has power: the estimate scaled by 0.9 (a 10 % bias) is rejected
+    biased = kl_gradient + 0.9 * (mean - kl_gradient)
+    assert np.max(np.abs((biased[active] - exact[active]) / standard_error[active])) > 5.5
+
+
+def test_relax_vae_trains_its_control_variate_only_through_the_variance_term():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("RELAX takes nested tf.GradientTape gradients")
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = vae.relax_vae(latent="binary", bits=3, hidden_units=(8,), seed=4, control_units=4)
+    model.build()
+    xs = (np.random.default_rng(1).random((64, 28, 28, 1)) < 0.3).astype("float32")
+    control = [model.eta, model.log_lambda, *model.control_hidden.trainable_variables,
+               *model.control_out.trainable_variables]
+    with tf.GradientTape() as tape:
+        y_pred = model(xs, training=True)
+        loss = model.compute_loss(x=xs, y_pred=y_pred)
+    grads = tape.gradient(loss, control)
+    assert all(g is not None for g in grads)
+    # its gradient is that of the variance proxy mean ‖ĝ‖² alone (the loss's value is the −ELBO)
+    with tf.GradientTape() as tape:
+        g, _, _ = model.relax_gradient(y_pred["relax_posterior_logits"], tf.reshape(xs, (64, -1)))
+        variance = tf.reduce_mean(tf.reduce_sum(tf.square(g), axis=-1))
+    assert float(tape.gradient(variance, model.eta)) != 0.0
+
+
 @pytest.mark.parametrize("latent", ["categorical", "binary"])
 def test_mean_straight_through_vae_returns_the_sample_with_its_means_gradient(latent):
     """`straight_through_mean`: the hard sample's value, the Jacobian of E[z | logits] backward."""

@@ -29,6 +29,18 @@ $\mu = \operatorname{softmax}(\ell)$ (categorical) or $\mathbb{E}[\operatorname{
 approximator regresses the sample on the noise-free logits (the least-squares fit of a random target is
 its conditional mean). No τ.
 
+`relax` (`RelaxVAE`, TensorFlow only): RELAX (Grathwohl et al., 2018), the score-function estimator with a
+learned control variate evaluated on a relaxed sample. With z = log π + G (Gumbel; logistic for bits),
+b = H(z) the hard sample, z̃ ~ p(z | b) the conditional relaxed sample,
+
+$$ \hat g_\ell = \big(f(b) - c_\phi(\tilde z)\big)\, \nabla_\ell \log q(b \mid \ell)
+   + \nabla_\ell c_\phi(z) - \nabla_\ell c_\phi(\tilde z), $$
+
+unbiased for any c_φ; c_φ(z) = η · f(σ_λ(z)) + r_ρ(σ_λ(z)) (REBAR's decoder term on the relaxed sample
+σ_λ, with frozen decoder weights, plus an MLP of `RELAX_UNITS` units whose output starts at 0), and φ =
+(η, log λ, ρ) is trained on the single-sample variance proxy mean ‖ĝ_ℓ‖² (a second-order gradient through
+nested tapes). Two decoder passes on relaxed samples and one on b per step.
+
 Test metrics (`evaluate`), all on the 10,000 test images binarized once (the zoo's
 `binarized_test_sets(...)["dynamic"]`), latent noise seeded as in the zoo's protocol:
 
@@ -44,6 +56,7 @@ Test metrics (`evaluate`), all on the 10,000 test images binarized once (the zoo
 """
 
 import functools
+import math
 
 import numpy as np
 
@@ -63,7 +76,9 @@ PROBE_SEED = 1905
 PROBE_L2 = 1e-3
 #: Optimizer steps per compiled call (the runner fits 25 steps at a time).
 STEPS_PER_EXECUTION = 25
-VAE_ESTIMATORS = ("straight_through", "relaxed", "dab", "dab_paper", "reinforce", "straight_through_mean")
+VAE_ESTIMATORS = ("straight_through", "relaxed", "dab", "dab_paper", "reinforce", "straight_through_mean", "relax")
+#: Hidden units of RELAX's learned control-variate network r_ρ.
+RELAX_UNITS = 128
 #: Units of the test metrics (`"%"`: a fraction shown in percent).
 VAE_UNITS = {"neg_elbo": "nats", f"neg_iwae_k{IWAE_K}": "nats", "reconstruction": "nats", "probe_accuracy": "%"}
 
@@ -204,6 +219,183 @@ def _mean_straight_through_class():
         MeanStraightThroughVAE)
 
 
+def conditional_gumbel(log_probs, hard, u):
+    r"""Gumbel perturbations of `log_probs` conditioned on their argmax being `hard` (REBAR's $\tilde z$).
+
+    With $v$ uniform, $\tilde z_b = -\log(-\log v_b)$ for the chosen category b and
+    $\tilde z_i = -\log\big(-\frac{\log v_i}{\pi_i} - \log v_b\big)$ for the others: a sample of
+    $z = \log\pi + G$ given $\arg\max z = b$ (Tucker et al., 2017, appendix).
+
+    Args:
+        log_probs: Normalized log-probabilities log π, `(..., K)`.
+        hard: One-hot `(..., K)`, the conditioning argmax.
+        u: Uniform noise in (0, 1), `(..., K)`.
+
+    Returns:
+        `(..., K)` with argmax `hard`.
+    """
+    from keras import ops
+
+    log_u = ops.log(u)
+    log_u_b = ops.sum(hard * log_u, axis=-1, keepdims=True)
+    chosen = -ops.log(-log_u)
+    others = -ops.log(-log_u * ops.exp(-log_probs) - log_u_b)
+    return hard * chosen + (1.0 - hard) * others
+
+
+def conditional_logistic(logits, hard, u):
+    r"""Logistic perturbations $\ell + L$ conditioned on their sign being `hard` (±1): the bits' $\tilde z$.
+
+    $\operatorname{sign}(\ell + \operatorname{logit} u) = +1$ exactly when $u > 1 - p$ with
+    $p = \sigma(\ell)$, so $u' = 1 - p + u p$ (for +1) or $u (1 - p)$ (for −1) gives
+    $\tilde z = \ell + \operatorname{logit} u'$.
+
+    Args:
+        logits: ℓ, `(..., D)`.
+        hard: ±1 of the same shape.
+        u: Uniform noise in (0, 1).
+
+    Returns:
+        ℓ + logit(u'), of the sign `hard`.
+    """
+    from keras import ops
+
+    plus = (hard + 1.0) / 2.0
+    log_p, log_not_p = -ops.softplus(-logits), -ops.softplus(logits)
+    log_1mu = ops.log1p(-u)
+    # +1: u' = 1 − p(1 − u), 1 − u' = p (1 − u);   −1: u' = u (1 − p), 1 − u' = 1 − u (1 − p)
+    log_up_plus = ops.log1p(-ops.exp(log_p + log_1mu))
+    log_down_plus = log_p + log_1mu
+    log_up_minus = ops.log(u) + log_not_p
+    log_down_minus = ops.log1p(-ops.exp(log_up_minus))
+    return logits + plus * (log_up_plus - log_down_plus) + (1.0 - plus) * (log_up_minus - log_down_minus)
+
+
+@functools.cache  # one class, registered with Keras once
+def _relax_class():
+    import keras
+    from keras import ops
+
+    from dab_keras.zoo import vae_math, vae_model
+
+    class RelaxVAE(vae_model.DiscreteVAEModel):
+        """The zoo's discrete VAE trained with RELAX (see the module docstring); TensorFlow backend only.
+
+        In training, `call` returns the posterior logits and `compute_loss` draws b, z and z̃, decodes b,
+        and builds a surrogate whose gradient is the decoder's ordinary gradient of f(b) = −log p(x|b), the
+        RELAX estimate ĝ for the encoder logits, the analytic KL gradient, and for the control variate's
+        parameters the gradient of the variance proxy mean ‖ĝ‖² (ĝ is computed with the logits and the
+        decoder held constant, so that term reaches φ only). Elsewhere it is the zoo model.
+        """
+
+        def __init__(self, control_units=RELAX_UNITS, **kwargs):
+            if keras.backend.backend() != "tensorflow":
+                raise ValueError("RelaxVAE needs the TensorFlow backend (nested gradient tapes). "
+                                 f"Received: backend {keras.backend.backend()!r}")
+            kwargs.setdefault("estimator", "straight_through")
+            super().__init__(**kwargs)
+            self.control_units = control_units
+            self.eta = self.add_weight(shape=(), initializer="ones", name="relax_eta")
+            self.log_lambda = self.add_weight(shape=(), initializer=keras.initializers.Constant(math.log(0.5)),
+                                              name="relax_log_lambda")
+            self.control_hidden = keras.layers.Dense(control_units, activation="relu", name="relax_hidden")
+            self.control_out = keras.layers.Dense(1, kernel_initializer="zeros", name="relax_out")
+
+        def build(self, input_shape=(None, 28, 28, 1)):
+            super().build(input_shape)
+            self.control_hidden.build((None, math.prod(self.latent_shape)))
+            self.control_out.build((None, self.control_units))
+
+        def _frozen_decode(self, z):
+            # The decoder with constant weights: the control variate must not train it.
+            h = ops.reshape(ops.cast(z, "float32"), (ops.shape(z)[0], -1))
+            for layer in self.decoder_layers:
+                h = layer.activation(ops.matmul(h, ops.stop_gradient(layer.kernel)) + ops.stop_gradient(layer.bias))
+            return ops.matmul(h, ops.stop_gradient(self.likelihood.kernel)) + ops.stop_gradient(self.likelihood.bias)
+
+        def _relaxed(self, z):
+            lam = ops.exp(self.log_lambda)
+            if self.latent == "categorical":
+                return ops.softmax(z / lam, axis=-1)
+            return ops.tanh(z / (2.0 * lam))  # the binary Concrete on ±1
+
+        def control_variate(self, z, target):
+            """c_φ(z) per example: η · f(σ_λ(z)) (frozen decoder) + r_ρ(σ_λ(z))."""
+            soft = self._relaxed(z)
+            nll = vae_math.bernoulli_neg_log_likelihood(target, self._frozen_decode(soft))
+            flat = ops.reshape(soft, (ops.shape(soft)[0], -1))
+            return self.eta * nll + ops.squeeze(self.control_out(self.control_hidden(flat)), -1)
+
+        def _samples(self, logits):
+            # z (relaxed input), b = H(z) and z̃ ~ p(z | b), all functions of `logits` and fresh noise.
+            shape = ops.shape(logits)
+            u = keras.random.uniform(shape, minval=1e-6, maxval=1.0 - 1e-6, seed=self.noise)
+            v = keras.random.uniform(shape, minval=1e-6, maxval=1.0 - 1e-6, seed=self.noise)
+            if self.latent == "categorical":
+                log_probs = ops.log_softmax(logits, axis=-1)
+                z = log_probs - ops.log(-ops.log(u))
+                hard = ops.stop_gradient(ops.one_hot(ops.argmax(z, axis=-1), self.categories, dtype="float32"))
+                return z, hard, conditional_gumbel(log_probs, hard, v)
+            z = logits + ops.log(u) - ops.log1p(-u)
+            hard = ops.stop_gradient(ops.where(z >= 0.0, 1.0, -1.0))
+            return z, hard, conditional_logistic(logits, hard, v)
+
+        def call(self, inputs, training=None):
+            if not training:
+                return super().call(inputs, training=training)
+            return {"relax_posterior_logits": self.posterior_logits(inputs)}
+
+        def relax_gradient(self, logits, target):
+            """(ĝ w.r.t. the logits, hard b, f(b) with the real decoder) for constant `logits`."""
+            import tensorflow as tf
+
+            fixed = ops.stop_gradient(logits)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(fixed)
+                z, hard, z_tilde = self._samples(fixed)
+                c_tilde = self.control_variate(z_tilde, target)
+                # Each example's terms depend on its own logits only: the sums' gradients are per example.
+                total_log_q = ops.sum(self.log_q(fixed, hard))
+                total_c_z = ops.sum(self.control_variate(z, target))
+                total_c_tilde = ops.sum(c_tilde)
+            score = tape.gradient(total_log_q, fixed)
+            d_c_z = tape.gradient(total_c_z, fixed)
+            d_c_tilde = tape.gradient(total_c_tilde, fixed)
+            del tape
+            f = vae_math.bernoulli_neg_log_likelihood(target, self.decode(hard))
+            weight = ops.stop_gradient(f) - c_tilde
+            weight = ops.reshape(weight, (-1,) + (1,) * (len(logits.shape) - 1))
+            return weight * score + d_c_z - d_c_tilde, hard, f
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            if "relax_posterior_logits" not in y_pred:
+                return super().compute_loss(x, y, y_pred, sample_weight, training)
+            target = ops.cast(x if y is None else y, "float32")
+            logits = y_pred["relax_posterior_logits"]
+            g, _, f = self.relax_gradient(logits, target)
+            axes = tuple(range(1, len(logits.shape)))
+            kl = self.kl(logits)
+            per_example = f + kl
+            self.neg_elbo_tracker.update_state(per_example, sample_weight=sample_weight)
+            encoder = ops.sum(ops.stop_gradient(g) * logits, axis=axes)
+            variance = ops.sum(ops.square(g), axis=axes)
+            return ops.mean(per_example + encoder + variance - ops.stop_gradient(variance))
+
+        def get_config(self):
+            return {**super().get_config(), "control_units": self.control_units}
+
+    return keras.saving.register_keras_serializable(package="benchmarks.study", name="RelaxVAE")(RelaxVAE)
+
+
+def relax_vae(**kwargs):
+    """A `RelaxVAE` (the zoo's discrete VAE trained with RELAX): `control_units=` and the zoo model's args.
+
+    Returns:
+        An unbuilt `keras.Model` (TensorFlow backend).
+    """
+    return _relax_class()(**kwargs)
+
+
 def reinforce_vae(**kwargs):
     """A `ReinforceVAE` (the zoo's discrete VAE trained with REINFORCE-LOO): `samples=` and the zoo model's args.
 
@@ -311,6 +503,8 @@ def _vae_builder(latent):
         keras.utils.set_random_seed(seed)
         if estimator == "reinforce":
             model = reinforce_vae(latent=latent, seed=seed)
+        elif estimator == "relax":
+            model = relax_vae(latent=latent, seed=seed)
         elif estimator == "straight_through_mean":
             model = _mean_straight_through_class()(latent=latent, seed=seed)
         elif estimator in ("dab", "dab_paper"):
