@@ -30,34 +30,38 @@ def _encoder_variables(model):
     return [v for layer in layers for v in layer.trainable_variables]
 
 
-def test_reinforce_vae_encoder_gradient_is_unbiased():
-    """The mean of ReinforceVAE's encoder gradients matches the exact gradient of E_q[-log p(x|z)] + KL."""
-    import keras
+def _codes(latent, size):
+    # Every code of `size` bits, or of `size` groups of 3 categories (one-hot).
+    if latent == "binary":
+        return np.array(list(itertools.product([-1.0, 1.0], repeat=size)), "float32")
+    eye = np.eye(3, dtype="float32")
+    return np.array([[eye[i] for i in combo] for combo in itertools.product(range(3), repeat=size)], "float32")
 
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("the gradients are taken with tf.GradientTape")
+
+def _check_encoder_gradient_is_unbiased(model, latent, size, bias_factor):
+    """The mean of `model`'s encoder gradients matches the exact gradient of E_q[-log p(x|z)] + KL.
+
+    The exact gradient enumerates every code; each estimate batch of n copies of one image averages n
+    independent estimates (the loss is a batch mean). The check must also reject the estimate with its
+    score-function part scaled by `bias_factor` (it has the power to see such a bias).
+    """
     import tensorflow as tf
 
     from dab_keras.zoo import vae_math
 
-    keras.utils.set_random_seed(0)
-    model = vae.reinforce_vae(latent="binary", bits=3, hidden_units=(8,), seed=4, samples=4)
-    model.build()
     x = (np.random.default_rng(1).random((1, 28, 28, 1)) < 0.3).astype("float32")
     variables = _encoder_variables(model)
-
-    # exact: enumerate the 8 codes, E_q[f] = sum_z q(z|x) f(z), plus the analytic KL
-    codes = np.array(list(itertools.product([-1.0, 1.0], repeat=3)), "float32")
-    f = vae_math.bernoulli_neg_log_likelihood(np.repeat(x, 8, axis=0), model.decode(codes))
+    codes = _codes(latent, size)
+    k = len(codes)
+    f = vae_math.bernoulli_neg_log_likelihood(np.repeat(x, k, axis=0), model.decode(codes))
     with tf.GradientTape(persistent=True) as tape:
         logits = model.posterior_logits(x)
-        q = tf.exp(model.log_q(tf.repeat(logits, 8, axis=0), codes))
+        q = tf.exp(model.log_q(tf.repeat(logits, k, axis=0), codes))
         kl = tf.reduce_sum(model.kl(logits))
         objective = tf.reduce_sum(q * f) + kl
     exact = np.concatenate([np.ravel(g) for g in tape.gradient(objective, variables)])
     kl_gradient = np.concatenate([np.ravel(g) for g in tape.gradient(kl, variables)])
 
-    # estimates: each batch of n copies of x averages n independent estimates (the loss is a batch mean)
     n, batches = 4000, 10
     means = []
     for _ in range(batches):
@@ -73,9 +77,20 @@ def test_reinforce_vae_encoder_gradient_is_unbiased():
     z = (mean[active] - exact[active]) / standard_error[active]
     assert np.max(np.abs(z)) < 5.5  # with a t(9) spread over some hundred components
     assert np.linalg.norm(mean - exact) < 0.05 * np.linalg.norm(exact)
-    # the check has power: a baseline that includes the own sample scales the score term by (m - 1) / m
-    biased = kl_gradient + 0.75 * (mean - kl_gradient)
+    biased = kl_gradient + bias_factor * (mean - kl_gradient)
     assert np.max(np.abs((biased[active] - exact[active]) / standard_error[active])) > 5.5
+
+
+def test_reinforce_vae_encoder_gradient_is_unbiased():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the gradients are taken with tf.GradientTape")
+    keras.utils.set_random_seed(0)
+    model = vae.reinforce_vae(latent="binary", bits=3, hidden_units=(8,), seed=4, samples=4)
+    model.build()
+    # power: a baseline that includes the own sample scales the score term by (m - 1) / m
+    _check_encoder_gradient_is_unbiased(model, "binary", 3, bias_factor=0.75)
 
 
 def test_conditional_gumbel_is_the_perturbation_given_its_argmax():
@@ -115,7 +130,22 @@ def test_conditional_logistic_is_the_perturbation_given_its_sign():
 
 @pytest.mark.parametrize("latent", ["binary", "categorical"])
 def test_relax_vae_encoder_gradient_is_unbiased(latent):
-    """The mean of RelaxVAE's encoder gradients (control variate at its initial, non-zero value) is exact."""
+    """The mean of RelaxVAE's encoder gradients (control variate at a random, non-zero value) is exact."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("RELAX takes nested tf.GradientTape gradients")
+    keras.utils.set_random_seed(0)
+    kwargs = {"bits": 3} if latent == "binary" else {"groups": 2, "categories": 3}
+    model = vae.relax_vae(latent=latent, hidden_units=(8,), seed=4, control_units=4, **kwargs)
+    model.build()
+    model.control_out.kernel.assign(np.random.default_rng(2).normal(0, 0.5, model.control_out.kernel.shape))
+    # power: a 10 % bias is rejected (z̃ = z instead of the conditional resample is too: it biases by c(z))
+    _check_encoder_gradient_is_unbiased(model, latent, 3 if latent == "binary" else 2, bias_factor=0.9)
+
+
+def test_relax_vae_trains_its_control_variate_only_through_the_variance_term():
+    """φ's gradient is that of mean ‖ĝ‖² alone, and the decoder's that of the mean f(b) alone (same noise)."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -125,70 +155,30 @@ def test_relax_vae_encoder_gradient_is_unbiased(latent):
     from dab_keras.zoo import vae_math
 
     keras.utils.set_random_seed(0)
-    kwargs = {"bits": 3} if latent == "binary" else {"groups": 2, "categories": 3}
-    model = vae.relax_vae(latent=latent, hidden_units=(8,), seed=4, control_units=4, **kwargs)
-    model.build()
-    model.control_out.kernel.assign(np.random.default_rng(2).normal(0, 0.5, model.control_out.kernel.shape))
-    x = (np.random.default_rng(1).random((1, 28, 28, 1)) < 0.3).astype("float32")
-    variables = _encoder_variables(model)
-
-    if latent == "binary":
-        codes = np.array(list(itertools.product([-1.0, 1.0], repeat=3)), "float32")
-    else:
-        eye = np.eye(3, dtype="float32")
-        codes = np.array([[eye[i], eye[j]] for i in range(3) for j in range(3)], "float32")
-    k = len(codes)
-    f = vae_math.bernoulli_neg_log_likelihood(np.repeat(x, k, axis=0), model.decode(codes))
-    with tf.GradientTape(persistent=True) as tape:
-        logits = model.posterior_logits(x)
-        q = tf.exp(model.log_q(tf.repeat(logits, k, axis=0), codes))
-        kl = tf.reduce_sum(model.kl(logits))
-        objective = tf.reduce_sum(q * f) + kl
-    exact = np.concatenate([np.ravel(g) for g in tape.gradient(objective, variables)])
-    kl_gradient = np.concatenate([np.ravel(g) for g in tape.gradient(kl, variables)])
-
-    n, batches = 4000, 10
-    means = []
-    for _ in range(batches):
-        xs = np.repeat(x, n, axis=0)
-        with tf.GradientTape() as tape:
-            loss = model.compute_loss(x=xs, y_pred=model(xs, training=True))
-        means.append(np.concatenate([np.ravel(g) for g in tape.gradient(loss, variables)]))
-    means = np.stack(means)
-    mean = means.mean(axis=0)
-    standard_error = means.std(axis=0, ddof=1) / math.sqrt(batches)
-    active = np.abs(exact) > 1e-3 * np.abs(exact).max()
-    assert active.sum() > 10
-    assert np.max(np.abs((mean[active] - exact[active]) / standard_error[active])) < 5.5
-    assert np.linalg.norm(mean - exact) < 0.05 * np.linalg.norm(exact)
-    # the check has power: the estimate scaled by 0.9 (a 10 % bias) is rejected
-    biased = kl_gradient + 0.9 * (mean - kl_gradient)
-    assert np.max(np.abs((biased[active] - exact[active]) / standard_error[active])) > 5.5
-
-
-def test_relax_vae_trains_its_control_variate_only_through_the_variance_term():
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("RELAX takes nested tf.GradientTape gradients")
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(0)
     model = vae.relax_vae(latent="binary", bits=3, hidden_units=(8,), seed=4, control_units=4)
     model.build()
+    model.control_out.kernel.assign(np.random.default_rng(2).normal(0, 0.5, model.control_out.kernel.shape))
     xs = (np.random.default_rng(1).random((64, 28, 28, 1)) < 0.3).astype("float32")
     control = [model.eta, model.log_lambda, *model.control_hidden.trainable_variables,
                *model.control_out.trainable_variables]
+    decoder = [v for layer in [*model.decoder_layers, model.likelihood] for v in layer.trainable_variables]
+    state = np.asarray(model.noise.state)
+
     with tf.GradientTape() as tape:
-        y_pred = model(xs, training=True)
-        loss = model.compute_loss(x=xs, y_pred=y_pred)
-    grads = tape.gradient(loss, control)
-    assert all(g is not None for g in grads)
-    # its gradient is that of the variance proxy mean ‖ĝ‖² alone (the loss's value is the −ELBO)
-    with tf.GradientTape() as tape:
-        g, _, _ = model.relax_gradient(y_pred["relax_posterior_logits"], tf.reshape(xs, (64, -1)))
+        loss = model.compute_loss(x=xs, y_pred=model(xs, training=True))
+    full = tape.gradient(loss, control + decoder)
+
+    model.noise.state.assign(state)  # the same noise again
+    with tf.GradientTape(persistent=True) as tape:
+        logits = model.posterior_logits(xs)
+        g, hard, f = model.relax_gradient(logits, tf.reshape(xs, (64, -1)))
         variance = tf.reduce_mean(tf.reduce_sum(tf.square(g), axis=-1))
-    assert float(tape.gradient(variance, model.eta)) != 0.0
+        nll = tf.reduce_mean(f)
+    np.testing.assert_allclose(f, vae_math.bernoulli_neg_log_likelihood(xs, model.decode(hard)), rtol=1e-6)
+    expected = tape.gradient(variance, control) + tape.gradient(nll, decoder)
+    assert all(float(tf.reduce_max(tf.abs(e))) > 0 for e in expected[:2])  # η and λ are trained
+    for got, want in zip(full, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("latent", ["categorical", "binary"])
