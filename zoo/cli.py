@@ -142,6 +142,10 @@ def build_parser():
     p.add_argument("model", help="model name (see `dab-zoo list`)")
     p.add_argument("--estimator", choices=_ESTIMATORS, help="estimator of the weights (default: the model's)")
     p.add_argument(
+        "--dab-residual", action="store_true",
+        help="with --estimator dab: the residual DAB (its own shipped weights, where they ship)",
+    )
+    p.add_argument(
         "--weights", type=_weights, default="pretrained",
         help="'pretrained' (default), a .weights.h5 path, or 'none' (random initialization)",
     )
@@ -235,7 +239,8 @@ def _cmd_train(args, argv):
 def _cmd_evaluate(args):
     from dab_keras import zoo
 
-    metrics = zoo.evaluate(args.model, weights=args.weights, estimator=args.estimator, data=args.data)
+    config = {"dab_residual": True} if args.dab_residual else {}
+    metrics = zoo.evaluate(args.model, weights=args.weights, estimator=args.estimator, data=args.data, **config)
     for k, v in metrics.items():
         print(f"{k}: {_fmt(v)}")
 

@@ -83,13 +83,14 @@ def describe():
 
     Examples:
         >>> [(row["name"], row["pretrained"]) for row in describe()]  # doctest: +NORMALIZE_WHITESPACE
-        [('binary_vae', ['dab']), ('discrete_vae', ['dab', 'relaxed']),
-         ('mnist_classifier', ['dab', 'relaxed', 'straight_through']), ('sorter', ['dab', 'straight_through'])]
+        [('binary_vae', ['dab']), ('discrete_vae', ['dab', 'dab_residual', 'relaxed']),
+         ('mnist_classifier', ['dab', 'dab_residual', 'relaxed', 'straight_through']),
+         ('sorter', ['dab', 'straight_through'])]
     """
     rows = []
     for name in list_models():
         task = _TASKS[name]
-        shipped = [m["estimator"] for m in zoo_weights.shipped_manifests(name)]
+        shipped = zoo_weights.shipped_keys(name)
         rows.append(
             {
                 "name": name,

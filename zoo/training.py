@@ -756,8 +756,12 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
 def _manifest_config(task, weights, estimator):
     # The constructor arguments recorded in the manifest beside a weights path (as `train` writes it), so
     # that the model is rebuilt as it was trained; the estimator's own ones only for the same estimator.
-    if weights is None or (isinstance(weights, str) and weights in ("pretrained", *zoo_weights.ESTIMATORS)):
+    if weights is None or weights == "pretrained":
         return {}
+    if isinstance(weights, str) and weights in zoo_weights.WEIGHT_KEYS:  # a shipped file, by its key
+        if weights not in zoo_weights.shipped_keys(task.name):
+            return {}  # the constructor names what ships
+        weights = zoo_weights.pretrained_path(task.name, weights)
     path = zoo_weights.manifest_path(weights)
     if not path.is_file():
         return {}

@@ -28,7 +28,8 @@ The sample is hard in the forward pass; its gradient comes from the estimator of
   Webb 2019): a dense tanh MLP over the K categories of each group (`dab_keras.layers.AxisMLP`), or an
   element-wise MLP for the bits, trained on ‖g(ℓ + G) − z‖² with weight γ = 10 (its loss is added by
   the layer with `add_loss`). With `dab_residual=True`, g is the straight-through relaxation above plus
-  the learned correction (`DAB(residual=True, surrogate="relaxation")`).
+  the learned correction (`DAB(residual=True)`, whose "auto" base is the relaxation for `ArgMax`;
+  `surrogate="relaxation"` for the bits).
 
 The model draws the noise itself (Gumbel noise from `dab_keras.ops.gumbel_noise`, the op
 `ArgMax(stochastic=True)` uses) and feeds ℓ + G to a deterministic `ArgMax` (or `Sign`): the same
@@ -100,7 +101,9 @@ def _estimator(estimator, latent, temperature, approximator_units, categories, r
         approximator = dk.layers.AxisMLP((categories,), units=approximator_units, name="approximator")
     else:
         approximator = dk.layers.ElementwiseMLP(units=approximator_units, name="approximator")
-    surrogate = "relaxation" if residual else "auto"
+    # `"auto"` is already the relaxation for `ArgMax` (and keeps the state tag of the shipped residual
+    # weights); bits need it named, as for straight-through.
+    surrogate = "relaxation" if residual and latent == "binary" else "auto"
     return dab_estimators.DAB(approximator=approximator, residual=residual, temperature=temperature,
                               surrogate=surrogate)
 

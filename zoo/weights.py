@@ -32,6 +32,13 @@ _SUFFIX = ".weights.h5"
 #: Estimators every zoo model trains with, by their registry names (the keys of weight files).
 ESTIMATORS = ("dab", "straight_through", "relaxed")
 
+#: The key of weights trained with the residual DAB (`dab_residual=True`): a file of its own beside the
+#: paper's DAB (`"dab"`), since one's approximator is not the other's.
+RESIDUAL_DAB = "dab_residual"
+
+#: Every key a shipped weight file may have (`weights=` takes each of them by name).
+WEIGHT_KEYS = (*ESTIMATORS, RESIDUAL_DAB)
+
 
 def weights_filename(model, estimator):
     """File name of the weights of `model` trained with `estimator`.
@@ -48,6 +55,43 @@ def weights_filename(model, estimator):
         'sorter-dab.weights.h5'
     """
     return f"{model}-{estimator}{_SUFFIX}"
+
+
+def weights_key(estimator, dab_residual=False):
+    """Key of the weight files of an estimator key: `"dab_residual"` for the residual DAB, else the key itself.
+
+    Args:
+        estimator: Estimator key (`"dab"`, `"straight_through"`, `"relaxed"`) or `None` (a custom estimator).
+        dab_residual: Whether the DAB is the residual one. Defaults to `False`.
+
+    Returns:
+        A key of `WEIGHT_KEYS`, or `None` for `estimator=None`.
+
+    Examples:
+        >>> weights_key("dab"), weights_key("dab", dab_residual=True), weights_key("relaxed")
+        ('dab', 'dab_residual', 'relaxed')
+    """
+    return RESIDUAL_DAB if estimator == "dab" and dab_residual else estimator
+
+
+def shipped_keys(model):
+    """Keys of the weight files shipped for `model`, sorted (e.g. `['dab', 'dab_residual', 'relaxed']`).
+
+    Args:
+        model: Registry name.
+
+    Returns:
+        A list of keys of `WEIGHT_KEYS` (empty when none ship).
+
+    Examples:
+        >>> shipped_keys("sorter")
+        ['dab', 'straight_through']
+    """
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    prefix = f"{model}-"
+    names = (p.name for p in WEIGHTS_DIR.glob(f"{model}-*{_SUFFIX}"))
+    return sorted(k for k in (n[len(prefix):-len(_SUFFIX)] for n in names) if k in WEIGHT_KEYS)
 
 
 def estimator_key(estimator):
@@ -177,8 +221,9 @@ def shipped_manifests(model=None):
         A list of manifest dicts (empty when no weights are installed), in the order of their file names.
 
     Examples:
-        >>> [m["estimator"] for m in shipped_manifests("mnist_classifier")]
-        ['dab', 'relaxed', 'straight_through']
+        >>> [m["weights"] for m in shipped_manifests("discrete_vae")]  # doctest: +NORMALIZE_WHITESPACE
+        ['discrete_vae-dab.weights.h5', 'discrete_vae-dab_residual.weights.h5',
+         'discrete_vae-relaxed.weights.h5']
     """
     if not WEIGHTS_DIR.is_dir():
         return []
@@ -313,7 +358,8 @@ def pretrained_path(model, estimator):
 
     Args:
         model: Registry name, e.g. `"sorter"`.
-        estimator: Estimator key: `"dab"`, `"straight_through"` or `"relaxed"`.
+        estimator: Key of the weights (`WEIGHT_KEYS`): `"dab"`, `"dab_residual"`, `"straight_through"`
+            or `"relaxed"`.
 
     Returns:
         The `pathlib.Path` of the `.weights.h5` file in `WEIGHTS_DIR`.
@@ -331,7 +377,7 @@ def pretrained_path(model, estimator):
     """
     path = WEIGHTS_DIR / weights_filename(model, estimator)
     if not path.is_file():
-        available = [m["estimator"] for m in shipped_manifests(model)]
+        available = shipped_keys(model)
         raise ValueError(
             f"No pretrained weights ship for model {model!r} with estimator={estimator!r}. "
             f"Shipped estimators: {available or 'none'}. Pass weights=None (--weights none: random initialization) "
@@ -350,9 +396,10 @@ def load(model, weights, model_name, estimator, config):
 
     Args:
         model: A built Keras model.
-        weights: `"pretrained"` (the shipped file for `estimator`), an estimator key (`"dab"`,
-            `"straight_through"`, `"relaxed"`: the shipped file trained with that estimator), `None`
-            (keep the initialization), or the path of a `.weights.h5` file.
+        weights: `"pretrained"` (the shipped file for `estimator`, and for `"dab"` with
+            `config["dab_residual"]` the residual DAB's), a key of `WEIGHT_KEYS` (`"dab"`,
+            `"dab_residual"`, `"straight_through"`, `"relaxed"`: the shipped file trained with that
+            estimator), `None` (keep the initialization), or the path of a `.weights.h5` file.
         model_name: Registry name of the model (e.g. `"sorter"`).
         estimator: Estimator key (`"dab"`, `"straight_through"`, `"relaxed"`), or `None` for a custom
             estimator object.
@@ -391,8 +438,8 @@ def load(model, weights, model_name, estimator, config):
     """
     if weights is None:
         return None
-    if isinstance(weights, str) and weights in ("pretrained", *ESTIMATORS):
-        trained_with = estimator if weights == "pretrained" else weights
+    if isinstance(weights, str) and weights in ("pretrained", *WEIGHT_KEYS):
+        trained_with = weights_key(estimator, config.get("dab_residual", False)) if weights == "pretrained" else weights
         if trained_with is None:
             raise ValueError(
                 "weights='pretrained' needs an estimator given by name ('dab', 'straight_through' or "
@@ -412,7 +459,7 @@ def load(model, weights, model_name, estimator, config):
         source = f"at {path}"
     else:
         raise ValueError(
-            "`weights` must be 'pretrained', an estimator name ('dab', 'straight_through', 'relaxed'), None "
+            "`weights` must be 'pretrained', an estimator name ('dab', 'dab_residual', 'straight_through', 'relaxed'), None "
             f"or the path of a .weights.h5 file. Received: {weights!r}"
         )
     manifest = {}

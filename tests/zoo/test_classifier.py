@@ -220,13 +220,16 @@ def test_train_data_shifts_and_shuffles(tiny_mnist, monkeypatch):
 
 
 _SHARED_MNIST = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.npz"
-_SHIPPED = {m["estimator"]: m for m in zoo_weights.shipped_manifests("mnist_classifier")}
+_SHIPPED = {zoo_weights.weights_key(m["estimator"], m["config"].get("dab_residual", False)): m
+            for m in zoo_weights.shipped_manifests("mnist_classifier")}
 
 
 @pytest.mark.skipif(not _SHARED_MNIST.is_file(), reason="no local copy of mnist.npz beside the checkout")
-@pytest.mark.parametrize("estimator", sorted(_SHIPPED))
-def test_pretrained_classifier_reproduces_its_manifest_on_real_mnist(estimator):
-    metrics = ClassifierTask().evaluate(MNISTClassifier(estimator=estimator), data=_SHARED_MNIST)
-    assert metrics["accuracy"] == pytest.approx(_SHIPPED[estimator]["metrics"]["accuracy"], abs=1e-4)
-    if estimator == "dab":
+@pytest.mark.parametrize("key", sorted(_SHIPPED))
+def test_pretrained_classifier_reproduces_its_manifest_on_real_mnist(key):
+    manifest = _SHIPPED[key]
+    model = MNISTClassifier(estimator=manifest["estimator"], dab_residual=key == "dab_residual")
+    metrics = ClassifierTask().evaluate(model, data=_SHARED_MNIST)
+    assert metrics["accuracy"] == pytest.approx(manifest["metrics"]["accuracy"], abs=1e-4)
+    if manifest["estimator"] == "dab":
         assert metrics["accuracy"] >= 0.99

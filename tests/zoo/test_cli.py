@@ -204,6 +204,16 @@ def test_train_and_evaluate_a_residual_dab(capsys, tmp_path, monkeypatch):
         zoo.Sorter(estimator="dab", weights=weights)
 
 
+@pytest.mark.parametrize("estimator, message", [
+    ("dab", "No pretrained weights ship for model 'sorter' with estimator='dab_residual'"),
+    ("relaxed", "`dab_residual=True` needs estimator='dab'"),
+])
+def test_evaluate_dab_residual_names_what_ships_and_needs_the_dab_estimator(capsys, estimator, message):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["evaluate", "sorter", "--estimator", estimator, "--dab-residual"])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_second_run_in_the_same_folder_needs_resume(capsys, tmp_path):
     argv = ["train", "sorter", "--estimator", "straight_through", "--output", str(tmp_path),
             "--samples", "2048", "--batch-size", "256", "--steps-per-epoch", "4", "--quiet"]

@@ -133,7 +133,8 @@ def test_shipped_weights_match_their_manifest_and_load(manifest):
     for field in ("command", "data"):
         assert not re.search(r"(^|[\s(])(/|[A-Za-z]:\\|~)", manifest[field]), (field, manifest[field])
     task = registry.get(manifest["model"])
-    model = task.build(manifest["estimator"], weights="pretrained")
+    model = task.build(manifest["estimator"], weights="pretrained",
+                       dab_residual=manifest["config"].get("dab_residual", False))
     network = [w for w in model.trainable_weights if "approximator" not in w.path]
     assert sum(int(np.prod(w.shape)) for w in network) == _network_parameters(manifest["model"], manifest["config"])
     # Every trainable array of the model is one of the file's (so the file's values were loaded).
@@ -230,23 +231,56 @@ def test_a_residual_dab_run_records_it_and_loads_only_into_a_residual_dab(run, r
     np.testing.assert_array_equal(other.predict(x, verbose=0), residual_run["model"].predict(x, verbose=0))
 
 
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda **kw: zoo.Sorter(**kw),
-        lambda **kw: zoo.MNISTClassifier(**kw),
-        lambda **kw: zoo.DiscreteVAE(latent="binary", estimator="dab", **kw),
-        lambda **kw: zoo.DiscreteVAE(latent="categorical", estimator="dab", **kw),
-    ],
-    ids=["sorter", "mnist_classifier", "binary_vae", "discrete_vae"],
-)
-def test_shipped_paper_dab_weights_refuse_a_residual_dab_model(build):
-    # The shipped manifests predate `dab_residual`: its absence means the paper's DAB.
-    with pytest.raises(ValueError, match=r"different configuration: dab_residual=True \(weights: False\)"):
-        build(dab_residual=True)
-    model = build(dab_residual=True, weights=None)
-    layer = next(x for x in model._flatten_layers() if isinstance(x, dk.layers.DiscreteLayer))
+_BUILDERS = {
+    "sorter": lambda **kw: zoo.Sorter(**kw),
+    "mnist_classifier": lambda **kw: zoo.MNISTClassifier(**kw),
+    "binary_vae": lambda **kw: zoo.DiscreteVAE(latent="binary", **kw),
+    "discrete_vae": lambda **kw: zoo.DiscreteVAE(latent="categorical", **kw),
+}
+
+
+def _weights(model):
+    return [np.asarray(w) for w in model.weights]
+
+
+@pytest.mark.parametrize("name", sorted(_BUILDERS))
+def test_a_residual_dab_model_loads_the_residual_weights_or_says_none_ship(name):
+    build = _BUILDERS[name]
+    if "dab_residual" not in zoo_weights.shipped_keys(name):
+        with pytest.raises(ValueError, match=rf"No pretrained weights ship for model '{name}' with "
+                                             r"estimator='dab_residual'.*'dab'"):
+            build(estimator="dab", dab_residual=True)
+        model = build(estimator="dab", dab_residual=True, weights=None)
+        layer = next(x for x in model._flatten_layers() if isinstance(x, dk.layers.DiscreteLayer))
+        assert layer.estimator.residual is True
+        return
+    path = zoo_weights.pretrained_path(name, "dab_residual")
+    manifest = zoo_weights.read_manifest(zoo_weights.manifest_path(path))
+    assert manifest["estimator"] == "dab" and manifest["config"]["dab_residual"] is True
+    residual = build(estimator="dab", dab_residual=True)  # weights="pretrained": the residual file
+    layer = next(x for x in residual._flatten_layers() if isinstance(x, dk.layers.DiscreteLayer))
     assert layer.estimator.residual is True
+    for got, want in zip(_weights(residual), _weights(build(estimator="dab", dab_residual=True, weights=path))):
+        np.testing.assert_array_equal(got, want)
+    paper = build(estimator="dab")  # the paper's DAB keeps its own file
+    assert not all(np.array_equal(a, b) for a, b in zip(_weights(paper), _weights(residual)))
+    # By name: into the paper's DAB the configuration error names the argument; another estimator takes
+    # the network (the approximator starts fresh, with a warning).
+    with pytest.raises(ValueError, match=r"different configuration: dab_residual=False \(weights: True\)"):
+        build(estimator="dab", weights="dab_residual")
+    with pytest.warns(UserWarning):
+        build(estimator="straight_through", weights="dab_residual")
+
+
+def test_evaluate_reads_the_configuration_of_shipped_weights_named_by_key():
+    from dab_keras.zoo import training
+
+    task = registry.get("mnist_classifier")
+    assert training._manifest_config(task, "dab_residual", "dab")["dab_residual"] is True
+    assert "dab_residual" not in training._manifest_config(task, "dab", "dab")
+    assert "dab_residual" not in training._manifest_config(task, "dab_residual", "straight_through")
+    assert training._manifest_config(registry.get("sorter"), "dab_residual", "dab") == {}  # none ship
+    assert training._manifest_config(task, "pretrained", "dab") == {}
 
 
 def test_check_config_counts_a_missing_dab_residual_as_false():
@@ -276,6 +310,9 @@ def test_include_top_false_passes_dab_residual_on(residual_run):
     with pytest.raises(ValueError, match=r"dab_residual=False \(weights: True\)"):
         Sorter(estimator="dab", weights=residual_run["weights"], include_top=False, **TINY)
     with pytest.raises(ValueError, match=r"dab_residual=True \(weights: False\)"):
-        zoo.MNISTClassifier(include_top=False, dab_residual=True)  # the shipped paper-DAB weights
-    base = zoo.MNISTClassifier(include_top=False, dab_residual=True, weights=None)
+        zoo.MNISTClassifier(include_top=False, dab_residual=True, weights="dab")  # the paper's DAB weights
+    base = zoo.MNISTClassifier(include_top=False, dab_residual=True)  # the shipped residual weights
     assert base.get_layer("sign").estimator.residual is True
+    full = zoo.MNISTClassifier(dab_residual=True)
+    np.testing.assert_array_equal(base.get_layer("features").get_weights()[0],
+                                  full.get_layer("features").get_weights()[0])
