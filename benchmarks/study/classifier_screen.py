@@ -17,7 +17,6 @@ accuracy per seed, its mean, and each variant's paired difference from straight-
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -39,6 +38,7 @@ def split_file(data, out):
 
 def train_variant(variant, seed, data, out):
     """Trains one variant with the zoo recipe on `data`; returns its held-out accuracy."""
+    from benchmarks import zoo_runs
     from dab_keras import estimators as dab_estimators
     from dab_keras.zoo import codes as zoo_codes
     from dab_keras.zoo import training
@@ -57,8 +57,7 @@ def train_variant(variant, seed, data, out):
                        output_dir=folder, config=config, resume=True)
     finally:
         zoo_codes.code_estimator = original
-    with open(os.path.join(folder, f"mnist_classifier-{estimator}.json")) as f:
-        return json.load(f)["metrics"]["accuracy"]
+    return zoo_runs.read_run(folder, "accuracy")[1]
 
 
 def table(accuracy, seeds):

@@ -276,6 +276,7 @@ def _relax_class():
     import keras
     from keras import ops
 
+    from dab_keras.estimators.dab import approximator_output
     from dab_keras.zoo import vae_math, vae_model
 
     class RelaxVAE(vae_model.DiscreteVAEModel):
@@ -307,11 +308,12 @@ def _relax_class():
             self.control_out.build((None, self.control_units))
 
         def _frozen_decode(self, z):
-            # The decoder with constant weights: the control variate must not train it.
+            # The decoder with constant weights (the control variate must not train it): each layer run
+            # as DAB runs its approximator, through `stateless_call` with stop-gradient weights.
             h = ops.reshape(ops.cast(z, "float32"), (ops.shape(z)[0], -1))
-            for layer in self.decoder_layers:
-                h = layer.activation(ops.matmul(h, ops.stop_gradient(layer.kernel)) + ops.stop_gradient(layer.bias))
-            return ops.matmul(h, ops.stop_gradient(self.likelihood.kernel)) + ops.stop_gradient(self.likelihood.bias)
+            for layer in [*self.decoder_layers, self.likelihood]:
+                h = approximator_output(layer, h)
+            return h
 
         def _relaxed(self, z):
             lam = ops.exp(self.log_lambda)
