@@ -39,52 +39,47 @@ KINDS = {
 
 
 def bridge_statistics(layer, x, upstream):
-    r"""Gain, turn and Jacobian shape of a DAB `Sign` layer's backward at inputs `x`.
+    r"""Gain, turn and Jacobian shape of a DAB layer's backward at inputs `x`.
 
     Args:
-        layer: A built `dab_keras` op layer whose estimator is a `DAB` (`layer.estimator_state` holds
-            its approximator).
-        x: Op inputs, `(N, F)`.
-        upstream: Gradients w.r.t. the op's output $u$, `(N, F)`.
+        layer: A built `dab_keras` op layer whose estimator is a `DAB`.
+        x: Op inputs, `(N, ...)`, op axis last (for `Sign`, `(N, F)`).
+        upstream: Gradients w.r.t. the op's hard output $u$, `(N, ...)`.
 
     Returns:
         A dict of floats: `error` (mean over inputs of $\lVert g(x) - h(x) \rVert^2$), `gain`
         ($\lVert J_g^\top u \rVert / \lVert u \rVert$, mean), `cos` (mean cosine of $J_g^\top u$ and
-        $u$), `diag` (mean diagonal entry of $J_g$) and `off_diag` (mean over inputs of
+        $u$), and for an op whose output is shaped like its input, `diag` (mean diagonal entry of $J_g$)
+        and `off_diag` (mean over inputs of
         $\lVert J_g - \operatorname{diag} J_g \rVert_F / \lVert \operatorname{diag} J_g \rVert_F$).
+        Per input, the Jacobian is over all its non-batch entries, flattened.
     """
     import tensorflow as tf
 
-    from dab_keras.estimators.base import default_surrogate
-
-    estimator = layer.estimator
-    state = layer.estimator_state
     x = tf.convert_to_tensor(np.asarray(x, "float32"))
-    upstream = np.asarray(upstream, "float64")
-    with tf.GradientTape(persistent=True) as tape:
+    count = x.shape[0]
+    upstream = np.asarray(upstream, "float64").reshape(count, -1)
+    with tf.GradientTape() as tape:
         tape.watch(x)
-        g = tf.cast(state.approximator(x), "float32")
-        if estimator.residual:
-            g = g + tf.cast(default_surrogate(layer, x, state.temperature, estimator.surrogate), "float32")
-    jacobian = tape.batch_jacobian(g, x).numpy().astype("float64")  # (N, out, in)
-    hard = np.asarray(layer(x, training=False), "float64")
-    del tape
-    error = float(np.mean(np.sum((g.numpy() - hard) ** 2, axis=-1)))
+        g = layer.estimator.approximate(layer, x, layer.estimator_state)
+    jacobian = tape.batch_jacobian(g, x).numpy().astype("float64").reshape(count, upstream.shape[1], -1)
+    hard = np.asarray(layer.hard(x), "float64").reshape(count, -1)
+    error = float(np.mean(np.sum((g.numpy().reshape(count, -1) - hard) ** 2, axis=-1)))
     bridged = np.einsum("noi,no->ni", jacobian, upstream)
     norm_u = np.linalg.norm(upstream, axis=-1)
     norm_b = np.linalg.norm(bridged, axis=-1)
     keep = norm_u > 0
-    cos = np.sum(bridged * upstream, axis=-1)[keep] / np.maximum(norm_b[keep] * norm_u[keep], 1e-300)
-    diag = np.einsum("nii->ni", jacobian)
-    off = jacobian - np.einsum("ni,ij->nij", diag, np.eye(jacobian.shape[-1]))
-    off_ratio = np.linalg.norm(off, axis=(1, 2)) / np.maximum(np.linalg.norm(diag, axis=-1), 1e-300)
-    return {
-        "error": error,
-        "gain": float(np.mean(norm_b[keep] / norm_u[keep])),
-        "cos": float(np.mean(cos)),
-        "diag": float(np.mean(diag)),
-        "off_diag": float(np.mean(off_ratio)),
-    }
+    if bridged.shape == upstream.shape:
+        cos = np.sum(bridged * upstream, axis=-1)[keep] / np.maximum(norm_b[keep] * norm_u[keep], 1e-300)
+    else:
+        cos = np.array([np.nan])
+    out = {"error": error, "gain": float(np.mean(norm_b[keep] / norm_u[keep])), "cos": float(np.mean(cos))}
+    if jacobian.shape[1] == jacobian.shape[2]:
+        diag = np.einsum("nii->ni", jacobian)
+        off = jacobian - np.einsum("ni,ij->nij", diag, np.eye(jacobian.shape[-1]))
+        off_ratio = np.linalg.norm(off, axis=(1, 2)) / np.maximum(np.linalg.norm(diag, axis=-1), 1e-300)
+        out.update(diag=float(np.mean(diag)), off_diag=float(np.mean(off_ratio)))
+    return out
 
 
 def discordant(reference_correct, correct):

@@ -215,6 +215,37 @@ class DAB(Estimator):
         """$s(x)$ for a residual approximator, else `None`."""
         return default_surrogate(op, x, state.temperature, self.surrogate) if self.residual else None
 
+    def approximate(self, op, x, state):
+        r"""The bridge's $g(x)$: what the layer's backward differentiates, $J_g(x)^\top u$.
+
+        $s(x) + c_\theta(x)$ for a residual approximator, $c_\theta(x)$ for the paper's, with the network's
+        weights held constant (`approximator_output`): differentiable in `x` only. For diagnostics (how
+        far g is from the hard op, what its Jacobian does to a gradient); training does not call it.
+
+        Args:
+            op: The layer that owns the op (built, with this estimator).
+            x: The op's input, op axis last (after the layer's `op_inputs` and `perturb`).
+            state: The layer's `DABState` (`op.estimator_state`).
+
+        Returns:
+            A float32 tensor shaped like the op's hard output.
+
+        Examples:
+            >>> import numpy as np
+            >>> import dab_keras
+            >>> layer = dab_keras.layers.Sign(estimator="dab")
+            >>> _ = layer(np.zeros((1, 2), "float32"))  # builds the layer and its approximator
+            >>> x = keras.ops.convert_to_tensor([[0.3, -2.0]])
+            >>> np.asarray(layer.estimator.approximate(layer, x, layer.estimator_state)).round(3).tolist()
+            [[0.3, -2.0]]
+        """
+        return self._bridge_input(state.approximator, x, self._base(op, x, state))
+
+    @staticmethod
+    def _bridge_input(approximator, x, base):
+        g = approximator_output(approximator, x)
+        return g if base is None else ops.cast(base, "float32") + g
+
     def __call__(self, op, x, hard, state):
         approximator = state.approximator
         base = self._base(op, x, state)
@@ -228,10 +259,7 @@ class DAB(Estimator):
         else:
             error = ops.stop_gradient(approximation_error(approximator, x, hard, base))
         state.record(error, self.gamma)
-        g = approximator_output(approximator, x)
-        if base is not None:
-            g = ops.cast(base, "float32") + g
-        return bridge(hard, g)
+        return bridge(hard, self._bridge_input(approximator, x, base))
 
     def observe(self, op, x, hard, state):
         # At inference the layer outputs `hard`; g runs only to report its error (evaluate, validation).

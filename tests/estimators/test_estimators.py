@@ -219,6 +219,27 @@ def test_dab_output_is_hard_and_gradient_is_the_approximator_vjp(rng, residual):
 
 
 @pytest.mark.parametrize("residual", [False, True])
+def test_dab_approximate_is_g_and_its_vjp_is_the_layers_backward(rng, residual):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer, c = make_dab_sign(x, gamma=2.5, residual=residual)
+    w, b = np.asarray(c.kernel, np.float64), np.asarray(c.bias, np.float64)
+    cx = np.tanh(x @ w + b)
+    approximate = lambda v: layer.estimator.approximate(layer, v, layer.estimator_state)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(approximate(ops.convert_to_tensor(x))), x + cx if residual else cx,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gradients.vjp(approximate, x, upstream),
+                               gradients.layer_gradients(layer, x, upstream)["grad_x"], rtol=1e-5, atol=1e-6)
+
+
+def test_residual_dab_approximate_adds_the_relaxation_on_argmax(rng):
+    x = rng.normal(size=(2, 5)).astype("float32")
+    layer = built(layers.ArgMax(estimator=estimators.DAB(temperature=0.5)), x)
+    g = layer.estimator.approximate(layer, ops.convert_to_tensor(x), layer.estimator_state)
+    np.testing.assert_allclose(np.asarray(g), softmax(x / 0.5), rtol=1e-5, atol=1e-6)  # the correction is 0
+
+
+@pytest.mark.parametrize("residual", [False, True])
 def test_dab_loss_trains_the_approximator_only(rng, residual):
     x = rng.normal(size=(3, 4)).astype("float32")
     gamma = 2.5
