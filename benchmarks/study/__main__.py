@@ -7,6 +7,7 @@
     python -m benchmarks.study report everyday --out study/everyday   # table and plots from results.jsonl
     python -m benchmarks.study gradients --samples 2000        # gradient-quality diagnostic
     python -m benchmarks.study codes --data mnist.npz --run straight_through=W.h5 --run dab_residual=W.h5
+    python -m benchmarks.study bridge --data mnist.npz --task mnist_mlp_vq --out study/bridge_vq   # early budgets
 """
 
 import argparse
@@ -26,7 +27,7 @@ def _positive_int(text):
 
 
 def _parser():
-    from benchmarks.study import code_gradients, gradient_quality
+    from benchmarks.study import bridge_dynamics, code_gradients, gradient_quality
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +50,8 @@ def _parser():
     gradient_quality.add_arguments(commands.add_parser("gradients", help="gradient-quality diagnostic"))
     code_gradients.add_arguments(commands.add_parser(
         "codes", help="what trained DAB bridges do to the zoo classifier's code gradient"))
+    bridge_dynamics.add_arguments(commands.add_parser(
+        "bridge", help="an estimator's backward through a hard layer over training (held-out split)"))
     return parser
 
 
@@ -64,6 +67,10 @@ def main(argv=None):
         from benchmarks.study import code_gradients
 
         return code_gradients.main(args, command)
+    if args.command == "bridge":
+        from benchmarks.study import bridge_dynamics
+
+        return bridge_dynamics.main(args, command)
 
     from benchmarks.study import report, results, runner, tasks
 

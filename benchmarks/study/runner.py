@@ -32,7 +32,7 @@ def _take(stream, count):
     return np.fromiter(stream, dtype="int64", count=count)
 
 
-def train_run(task, estimator, seed, steps, data, curve_every=25, log=None):
+def train_run(task, estimator, seed, steps, data, curve_every=25, log=None, probe=None):
     """Trains `task`'s model with `estimator` from `seed` and evaluates it after each budget in `steps`.
 
     Args:
@@ -43,6 +43,8 @@ def train_run(task, estimator, seed, steps, data, curve_every=25, log=None):
         data: The task's data dict.
         curve_every: Steps per point of the training curve. Defaults to `25`.
         log: A `logging.Logger` for progress lines, or `None`.
+        probe: Optional `probe(model) -> {name: float}`, more statistics measured at each budget (after
+            the task's evaluation) and added to its metrics. Defaults to `None`.
 
     Returns:
         `(evaluations, curve)`: `{step: (metrics, train_seconds)}` with `metrics` a dict `{name: value}`
@@ -79,6 +81,8 @@ def train_run(task, estimator, seed, steps, data, curve_every=25, log=None):
                 log.info("step %d %s %.4f%s (%.1f s)", done, task.loss_metric, loss,
                          f" train_{task.train_metric} {train:.4f}" if task.train_metric else "", seconds)
         metrics = as_metrics(task, task.evaluate(model, data))
+        if probe is not None:
+            metrics.update({name: float(value) for name, value in probe(model).items()})
         evaluations[checkpoint] = (metrics, seconds)
         if log:
             log.info("step %d %s", checkpoint, ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))

@@ -200,6 +200,19 @@ def _hidden_vq(estimator):
     ], "tanh"
 
 
+def _hidden_vq_small_codebook(estimator):
+    import keras
+
+    from dab_keras import layers
+
+    return [
+        keras.layers.Reshape((8, 8)),
+        layers.VectorQuantize(num_codes=32, code_dim=8, estimator=estimator,
+                              codebook_initializer=keras.initializers.RandomUniform(-1 / 32, 1 / 32)),
+        keras.layers.Flatten(),
+    ], "tanh"
+
+
 def _mlp_builder(hidden):
     def build(estimator, seed):
         import keras
@@ -231,7 +244,14 @@ _MLP_LAYERS = {
     "vq": (_hidden_vq, "64 tanh -> 8 vectors of 8 -> VectorQuantize(32 codes)"),
 }
 
-for _layer, (_hidden, _text) in _MLP_LAYERS.items():
+# Not in the `layers` table: `VectorQuantize` with the layer's earlier codebook initialisation, uniform in
+# ±1/K (K = 32), far smaller than the encoder's tanh outputs: the `bridge` diagnostic's comparison.
+_MLP_VARIANTS = {
+    "vq_small_codebook": (_hidden_vq_small_codebook,
+                          "64 tanh -> 8 vectors of 8 -> VectorQuantize(32 codes, codebook uniform in ±1/32)"),
+}
+
+for _layer, (_hidden, _text) in {**_MLP_LAYERS, **_MLP_VARIANTS}.items():
     register_task(Task(
         name=f"mnist_mlp_{_layer}",
         description=f"MNIST MLP 784 -> 256 relu -> {_text} -> 10, Adam 1e-3, batch 64, from scratch",

@@ -28,7 +28,10 @@ class VectorQuantize(DiscreteLayer):
         num_codes: Codebook size K >= 1.
         code_dim: Vector size D >= 1 (the input's last axis).
         commitment_cost: β >= 0. Defaults to `0.25`.
-        codebook_initializer: Initializer of the codebook. Defaults to uniform in ±1/K.
+        codebook_initializer: Initializer of the codebook. Defaults to uniform in ±1, the scale of
+            unit-scale inputs (tanh outputs, normalised features): a codebook much smaller than its
+            inputs maps them all to the few codes nearest the origin and slows early training (see
+            the docs' `VectorQuantize` page). For inputs of another scale, pass an initializer at it.
         return_indices: If `True`, the layer returns `(quantized, indices)` (int32, shape
             `(batch, ...)`). Defaults to `False`.
         estimator: `"straight_through"`, `"relaxed"`, `"dab"` or an `Estimator`.
@@ -75,8 +78,7 @@ class VectorQuantize(DiscreteLayer):
         self.code_dim = _validation.check_int("code_dim", code_dim, 1)
         self.commitment_cost = _validation.check_non_negative_float("commitment_cost", commitment_cost)
         if codebook_initializer is None:
-            limit = 1.0 / self.num_codes
-            codebook_initializer = keras.initializers.RandomUniform(-limit, limit)
+            codebook_initializer = keras.initializers.RandomUniform(-1.0, 1.0)
         self.codebook_initializer = keras.initializers.get(codebook_initializer)
         if not isinstance(return_indices, bool):
             raise ValueError(f"`return_indices` must be a bool. Received: return_indices={return_indices!r}")
