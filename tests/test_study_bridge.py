@@ -109,3 +109,15 @@ def test_train_run_adds_the_probe_to_each_budgets_metrics():
     evaluations, _ = runner.train_run(tasks.TASKS["mnist_mlp_sign"], "straight_through", 0, [0, 2], data, probe=probe)
     assert seen == [0, 2]
     assert evaluations[2][0]["steps_seen"] == 2.0 and "test accuracy" in evaluations[2][0]
+
+
+def test_bridge_command_names_the_bad_argument(tmp_path, capsys):
+    from benchmarks.study.__main__ import main
+
+    code = main(["bridge", "--data", str(tmp_path / "missing.npz"), "--task", "mnist_mlp_nope",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "`--task` must be one of" in err and "mnist_mlp_vq_small_codebook" in err
+    assert "`--data` must be an MNIST .npz file" in err
+    assert not (tmp_path / "out").exists()

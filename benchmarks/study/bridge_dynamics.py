@@ -26,6 +26,7 @@ estimator). Gradients use `tf.GradientTape` (TensorFlow backend).
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -191,11 +192,21 @@ def add_arguments(parser):
 def main(args, command):
     from benchmarks.study import runner, tasks
 
-    if args.task not in tasks.TASKS or not args.task.startswith("mnist_mlp_"):
-        names = sorted(t for t in tasks.TASKS if t.startswith("mnist_mlp_"))
-        raise SystemExit(f"`--task` must be one of {names}. Received: --task {args.task}")
-    if min(args.steps) < 0 or args.seeds < 1:
-        raise SystemExit("`--steps` must be integers >= 0 and `--seeds` >= 1")
+    names = sorted(t for t in tasks.TASKS if t.startswith("mnist_mlp_"))
+    problems = []
+    if args.task not in names:
+        problems.append(f"`--task` must be one of {names}. Received: --task {args.task}")
+    if min(args.steps) < 0 or args.seeds < 1 or args.probe < 1:
+        problems.append("`--steps` must be integers >= 0, `--seeds` and `--probe` >= 1. Received: "
+                        f"--steps {args.steps} --seeds {args.seeds} --probe {args.probe}")
+    unknown = [e for e in args.estimators if args.task in names and not tasks.TASKS[args.task].accepts(e)]
+    if unknown:
+        problems.append(f"`--estimators` must be among {sorted(tasks.ESTIMATOR_CHOICES)}. Received: {unknown}")
+    if not os.path.isfile(args.data):
+        problems.append(f"`--data` must be an MNIST .npz file (Keras's layout). Received: --data {args.data}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "results.jsonl")
     records = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
