@@ -76,22 +76,36 @@ def _rank_weights(n, s):
     return ops.broadcast_to(ops.cast(ops.arange(1, n + 1), s.dtype), ops.shape(s))
 
 
+def _window(t, axis, start, size):
+    """`size` entries of `t` along `axis` from `start` (a Python int or a traced int32 scalar).
+
+    On TensorFlow a gather: XLA takes `tf.slice`'s `begin` as a compile-time constant, so inside the
+    `jit_compile=True` kernels called from a graph every new band start (and every input it is computed
+    from) would be part of the compilation key and the kernels would recompile on every new batch. A
+    gather of `start + arange(size)` compiles once per shape. JAX: `lax.dynamic_slice` (`ops.slice`).
+    """
+    if keras.backend.backend() == "tensorflow":
+        return ops.take(t, ops.cast(start, "int32") + ops.arange(size, dtype="int32"), axis=axis)
+    axis = axis % len(t.shape)
+    begin = tuple(start if i == axis else 0 for i in range(len(t.shape)))
+    shape = tuple(size if i == axis else ops.shape(t)[i] for i in range(len(t.shape)))
+    return ops.slice(t, begin, shape)
+
+
 def _rows(t, start, size):
     """Rows `[start, start + size)` of the second axis of `t` (batch, n_padded, ...)."""
-    begin = (0, start) + (0,) * (len(t.shape) - 2)
-    return ops.slice(t, begin, (ops.shape(t)[0], size) + tuple(t.shape[2:]))
+    return _window(t, 1, start, size)
 
 
 def _columns(t, start, size):
     """Columns `[start, start + size)` of the second axis of `t` (batch, n_padded, ...)."""
-    return _rows(t, start, size)
+    return _window(t, 1, start, size)
 
 
 def _add_columns(acc, start, update):
     """`acc` (batch, K, width) or (batch, width) with `update` added to the columns from `start`."""
     begin = (0,) * (len(acc.shape) - 1) + (start,)
-    current = ops.slice(acc, begin, tuple(ops.shape(acc)[:-1]) + (update.shape[-1],))
-    return ops.slice_update(acc, begin, current + update)
+    return ops.slice_update(acc, begin, _window(acc, -1, start, update.shape[-1]) + update)
 
 
 def _matvec(e, v):
@@ -198,8 +212,7 @@ def _neuralsort_kernels(mode, n, block, chunk):
                 coef = ops.expand_dims(_rows(weights, start, block) / d, -2)
 
                 def add(c0, e, acc):
-                    update = ops.slice(acc, (0, c0), (batch, chunk)) + ops.squeeze(ops.matmul(coef, e), -2)
-                    return ops.slice_update(acc, (0, c0), update)
+                    return _add_columns(acc, c0, ops.squeeze(ops.matmul(coef, e), -2))
 
                 out = chunks(start, rows, cols, lo, count, add, out)
             return out, ops.slice_update(den, (0, start), d)
@@ -245,8 +258,7 @@ def _neuralsort_kernels(mode, n, block, chunk):
             u = ops.stack([ra, ra * rowvals, ra * delta, alpha, alpha * rowvals, alpha * delta], axis=-2)
 
             def add(c0, e, acc):
-                update = ops.slice(acc, (0, 0, c0), (batch, 6, chunk)) + _weighted_rows(u, e)
-                return ops.slice_update(acc, (0, 0, c0), update)
+                return _add_columns(acc, c0, _weighted_rows(u, e))
 
             return chunks(start, rows, cols, lo, count, add, acc)
 

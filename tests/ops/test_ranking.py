@@ -403,3 +403,36 @@ def test_blocked_runs_under_a_distribution_strategy(rng):
         gx = step(tf.constant(x))
     expected = gradients.vjp(lambda v: dense_values(v, 0.5, "ascending", "neuralsort"), x, w)
     np.testing.assert_allclose(gx.numpy(), expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("fn", ["soft_sort_values", "soft_rank"])
+@pytest.mark.parametrize("relaxation", ["neuralsort", "softsort"])
+def test_compiled_kernels_take_no_input_as_a_compile_time_constant(rng, fn, relaxation):
+    # XLA makes `tf.slice`'s `begin` a compile-time constant: a kernel that slices at a data-dependent
+    # band start would recompile for every new batch (its inputs' values become the cache key). The
+    # kernels window with gathers instead; no Slice op may appear in their graphs or loop bodies.
+    import tensorflow as tf
+
+    from dab_keras.ops import _blocked
+
+    op = getattr(dab_ops, fn)
+
+    @tf.function
+    def step(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            loss = tf.reduce_sum(op(v, 0.5, relaxation=relaxation, block_size=4) * tf.range(1.0, 12.0))
+        return tape.gradient(loss, v)
+
+    step(tf.constant(rng.normal(size=(3, 11)).astype("float32")))
+    mode = "values" if fn == "soft_sort_values" else "ranks"
+    kernels = _blocked._compiled_kernels("tensorflow", relaxation, mode, 11, 4)[:2]
+    checked = 0
+    for kernel in kernels:
+        for concrete in kernel._list_all_concrete_functions():
+            graph = concrete.graph.as_graph_def()
+            nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+            assert "Slice" not in {n.op for n in nodes}, f"{relaxation} {mode}: a Slice in {concrete.name}"
+            checked += 1
+    assert checked == 2  # the forward and the backward kernel, each traced once
