@@ -79,14 +79,21 @@ def _rank_weights(n, s):
 def _window(t, axis, start, size):
     """`size` entries of `t` along `axis` from `start` (a Python int or a traced int32 scalar).
 
-    On TensorFlow a gather: XLA takes `tf.slice`'s `begin` as a compile-time constant, so inside the
-    `jit_compile=True` kernels called from a graph every new band start (and every input it is computed
-    from) would be part of the compilation key and the kernels would recompile on every new batch. A
-    gather of `start + arange(size)` compiles once per shape. JAX: `lax.dynamic_slice` (`ops.slice`).
+    Only inside the kernels, which are always XLA-compiled (TensorFlow: `_compiled_kernels`; JAX: the
+    caller's `jax.jit`). On TensorFlow an XLA dynamic slice: `tf.slice` would make XLA take `begin` as a
+    compile-time constant, so every new band start (and every kernel input it is computed from) would
+    join the compilation key and the kernels would recompile on every new batch. JAX: `ops.slice` is
+    `lax.dynamic_slice`.
     """
-    if keras.backend.backend() == "tensorflow":
-        return ops.take(t, ops.cast(start, "int32") + ops.arange(size, dtype="int32"), axis=axis)
     axis = axis % len(t.shape)
+    if keras.backend.backend() == "tensorflow":
+        from tensorflow.compiler.tf2xla.python import xla
+
+        starts = ops.stack([ops.cast(start, "int32") if i == axis else 0 for i in range(len(t.shape))])
+        # An unknown (batch) size is read from the shape: a constant once XLA compiles for the shape.
+        sizes = ops.stack([size if i == axis else d if d is not None else ops.shape(t)[i]
+                           for i, d in enumerate(t.shape)])
+        return xla.dynamic_slice(t, starts, sizes)
     begin = tuple(start if i == axis else 0 for i in range(len(t.shape)))
     shape = tuple(size if i == axis else ops.shape(t)[i] for i in range(len(t.shape)))
     return ops.slice(t, begin, shape)

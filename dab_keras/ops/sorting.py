@@ -12,9 +12,7 @@ normalisation: the input is divided by its largest magnitude $c$ and τ by the s
 the result unchanged and keeps every intermediate finite up to the dtype's largest value.
 """
 
-import functools
 
-import keras
 from keras import ops
 
 from dab_keras import _validation
@@ -357,28 +355,14 @@ def _blocked_inputs(kind, direction, mode, x, tau, order):
     return (rows, s, a, values, c) + _blocked.peak_columns(order, s.dtype)
 
 
-@functools.cache
-def _compiled_inputs(backend, kind, direction, mode):
-    """`_blocked_inputs` for one configuration; on TensorFlow compiled with XLA, its gradient too.
-
-    In TensorFlow graph mode the preparation (scaling, `A_s 1`, the inverse permutation) and its gradient
-    would otherwise run as some forty separate kernels per step (the argsort stays outside). It is compiled on its own,
-    never together with `_blocked.soft_permute`, whose custom gradient TensorFlow would then bypass.
-    Under an enclosing `jit_compile=True` function it is inlined; on JAX the caller's `jax.jit` compiles it.
-    """
-    fn = functools.partial(_blocked_inputs, kind, direction, mode)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        fn = tf.function(fn, jit_compile=True, autograph=False)
-    return fn
-
-
 def _blocked_product(x, temperature, direction, relaxation, block_size, mode):
     block_size = _validation.check_int("block_size", block_size, 1)
     kind, x, tau, shape = _relaxation_inputs(x, temperature, direction, relaxation)
     order = _descending_order(x, direction)
-    inputs = _compiled_inputs(keras.backend.backend(), kind, direction, mode)(x, tau, order)
+    # The preparation is not compiled on its own: differentiated inside an enclosing `jit_compile=True`
+    # step, a nested XLA function's gradient made the step's inputs compile-time constants (a new
+    # compilation for every batch); plain ops are fused into the enclosing cluster instead.
+    inputs = _blocked_inputs(kind, direction, mode, x, tau, order)
     return ops.reshape(_blocked.soft_permute(kind, *inputs, mode=mode, block_size=block_size), shape)
 
 

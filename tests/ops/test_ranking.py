@@ -114,10 +114,9 @@ def test_neuralsort_bands_match_the_dense_matrix_at_scale(rng, mode, block_size)
 
 
 def _clear_kernel_caches():
-    from dab_keras.ops import _blocked, sorting
+    from dab_keras.ops import _blocked
 
     _blocked._compiled_kernels.cache_clear()
-    sorting._compiled_inputs.cache_clear()
 
 
 @pytest.mark.parametrize("mode", sorted(BLOCKED))
@@ -351,11 +350,11 @@ def _xla_calls(graph):
 @pytest.mark.tensorflow_only
 @pytest.mark.parametrize("mode", sorted(BLOCKED))
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
-def test_blocked_kernels_and_preparation_compile_with_xla_in_tensorflow_graph_mode(rng, mode, relaxation):
+def test_blocked_kernels_compile_with_xla_in_tensorflow_graph_mode(rng, mode, relaxation):
     # In graph mode (no jit_compile) the forward and the recomputing backward pass each run as one XLA
-    # cluster, and so do the input preparation and its gradient (none of its ops is left in the step's
-    # graph but the argsort), for any batch size (unknown in the signature), with the eager value and
-    # gradient.
+    # cluster, for any batch size (unknown in the signature), with the eager value and gradient. Only
+    # those two: a nested XLA function differentiated inside an enclosing jit_compile=True step (the
+    # input preparation used to be one) makes the step recompile for every new batch.
     import tensorflow as tf
 
     blocked, dense = BLOCKED[mode]
@@ -368,9 +367,7 @@ def test_blocked_kernels_and_preparation_compile_with_xla_in_tensorflow_graph_mo
         return loss, tape.gradient(loss, v)
 
     graph = step.get_concrete_function().graph
-    assert len(_xla_calls(graph)) >= 4
-    preparation = {"Abs", "Log", "Pow", "Cumsum", "ScatterNd", "RealDiv"}
-    assert not preparation & {op.type for op in graph.get_operations()}
+    assert len(_xla_calls(graph)) == 2
     for batch in (3, 1):
         x = rng.normal(size=(batch, 10)).astype("float32")
         w = rng.normal(size=(batch, 10)).astype("float32")
