@@ -70,6 +70,16 @@ def test_the_paper_dab_bridges_through_the_network_alone():
     assert stats["gain"] == pytest.approx(math.sqrt(4.25 / 2.0), rel=1e-6)
 
 
+def test_gain_and_cosine_per_row_leave_out_rows_without_a_gradient():
+    upstream = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    bridged = np.array([[3.0, 0.0], [2.0, 0.0], [5.0, 5.0]])  # row 0: 3× along u; row 1: same length, turned 90°
+    out = code_gradients.gain_and_cosine(bridged, upstream)
+    assert out["gain"] == pytest.approx((3.0 + 1.0) / 2)
+    assert out["cos"] == pytest.approx((1.0 + 0.0) / 2)
+    widened = code_gradients.gain_and_cosine(np.ones((2, 3)), np.array([[0.0, 2.0], [1.0, 0.0]]))
+    assert widened == {"gain": pytest.approx(np.sqrt(3) * 0.75)} and "cos" not in widened
+
+
 def test_discordant_counts_and_mcnemar_z():
     reference = np.array([1, 1, 1, 0, 0, 1], bool)
     other = np.array([1, 0, 0, 1, 0, 1], bool)
@@ -131,10 +141,10 @@ def test_command_line_measures_shipped_classifiers(tmp_path):
 
 
 def test_classifier_screen_splits_the_training_set_and_pairs_differences(tmp_path):
-    from benchmarks.study import classifier_screen, stats
+    from benchmarks.study import classifier_screen, stats, tasks
 
     rng = np.random.default_rng(0)
-    n = classifier_screen.HELD_OUT + 5
+    n = tasks.HELD_OUT + 5
     source = tmp_path / "mnist.npz"
     x = rng.integers(0, 256, (n, 28, 28), dtype="uint8")
     y = rng.integers(0, 10, n)

@@ -30,8 +30,6 @@ import sys
 
 import numpy as np
 
-HELD_OUT = 10_000
-
 
 def probe_statistics(model, images, labels):
     """The bridge statistics of the first `dab_keras` op layer of a `keras.Sequential` model on one batch.
@@ -48,6 +46,7 @@ def probe_statistics(model, images, labels):
     import keras
     import tensorflow as tf
 
+    from benchmarks.study import code_gradients
     from dab_keras.estimators import DAB
     from dab_keras.layers.base import DiscreteLayer
 
@@ -79,15 +78,11 @@ def probe_statistics(model, images, labels):
     b = bridged.numpy().reshape(count, -1).astype("float64")
     h = hard.numpy().reshape(count, -1).astype("float64")
     xs = x.numpy().reshape(count, -1).astype("float64")
-    norm_u, norm_b = np.linalg.norm(u, axis=-1), np.linalg.norm(b, axis=-1)
-    keep = norm_u > 0
     out = {
-        "gain": float(np.mean(norm_b[keep] / norm_u[keep])),
+        **code_gradients.gain_and_cosine(b, u),
         "identity_error": float(np.mean(np.sum((xs - h) ** 2, axis=-1))),
         "h/x": float(np.sqrt(np.mean(h**2)) / max(np.sqrt(np.mean(xs**2)), 1e-30)),
     }
-    if b.shape == u.shape:
-        out["cos"] = float(np.mean(np.sum(b * u, -1)[keep] / np.maximum(norm_b[keep] * norm_u[keep], 1e-300)))
     if isinstance(estimator, DAB):
         gx = g.numpy().reshape(count, -1).astype("float64")
         out["error"] = float(np.mean(np.sum((gx - h) ** 2, axis=-1)))
@@ -126,12 +121,6 @@ def run(task_name, estimator, seed, steps, data, probe=1000, log=None):
         probe=lambda model: probe_statistics(model, images, labels))
     return {step: {"accuracy": metrics[task.metric], **{k: v for k, v in metrics.items() if k != task.metric}}
             for step, (metrics, _) in evaluations.items()}
-
-
-def held_out(data):
-    """`data` with its training split cut into train (all but the last 10,000) and held-out (the last 10,000)."""
-    x, y = data["x_train"], data["y_train"]
-    return {"x_train": x[:-HELD_OUT], "y_train": y[:-HELD_OUT], "x_test": x[-HELD_OUT:], "y_test": y[-HELD_OUT:]}
 
 
 COLUMNS = ("gain", "cos", "error", "identity_error", "own/task", "h/x")
@@ -215,7 +204,7 @@ def main(args, command):
             if all(str(step) in r["budgets"] for step in args.steps)}
     records = [r for r in records if (r["task"], r["estimator"], r["seed"]) in done]
     log = runner.study_logger(args.out)
-    data = held_out(tasks.TASKS[args.task].data(args.data))
+    data = tasks.held_out_split(tasks.TASKS[args.task].data(args.data))
     steps = sorted(set(args.steps))
     for estimator in args.estimators:
         for seed in range(args.seeds):

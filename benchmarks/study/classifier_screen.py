@@ -23,16 +23,16 @@ import sys
 import numpy as np
 
 VARIANTS = ("straight_through", "relaxed", "dab", "dab_residual", "dab_residual_elementwise")
-HELD_OUT = 10_000
 
 
 def split_file(data, out):
     """Writes `out/mnist_val.npz`: MNIST's training split as train (first 50,000) and test (last 10,000)."""
+    from benchmarks.study import tasks
+
     path = os.path.join(out, "mnist_val.npz")
     if not os.path.exists(path):
         mnist = np.load(data)
-        x, y = mnist["x_train"], mnist["y_train"]
-        np.savez(path, x_train=x[:-HELD_OUT], y_train=y[:-HELD_OUT], x_test=x[-HELD_OUT:], y_test=y[-HELD_OUT:])
+        np.savez(path, **tasks.held_out_split({"x_train": mnist["x_train"], "y_train": mnist["y_train"]}))
     return path
 
 

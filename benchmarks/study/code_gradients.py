@@ -38,6 +38,29 @@ KINDS = {
 }
 
 
+def gain_and_cosine(bridged, upstream):
+    r"""How much a backward scales and turns the gradient it receives, per row, averaged.
+
+    Args:
+        bridged: What the backward sends to the op's input, $b$, `(N, D_in)`.
+        upstream: The gradient it received at the op's output, $u$, `(N, D_out)`.
+
+    Returns:
+        A dict: `gain`, the mean of $\lVert b_n \rVert / \lVert u_n \rVert$, and where $b$ and $u$ have one
+        shape `cos`, the mean of $\cos(b_n, u_n)$. Rows with $u_n = 0$ are left out of both.
+    """
+    bridged = np.asarray(bridged, "float64")
+    upstream = np.asarray(upstream, "float64")
+    norm_u = np.linalg.norm(upstream, axis=-1)
+    norm_b = np.linalg.norm(bridged, axis=-1)
+    keep = norm_u > 0
+    out = {"gain": float(np.mean(norm_b[keep] / norm_u[keep]))}
+    if bridged.shape == upstream.shape:
+        dot = np.sum(bridged * upstream, axis=-1)[keep]
+        out["cos"] = float(np.mean(dot / np.maximum(norm_b[keep] * norm_u[keep], 1e-300)))
+    return out
+
+
 def bridge_statistics(layer, x, upstream):
     r"""Gain, turn and Jacobian shape of a DAB layer's backward at inputs `x`.
 
@@ -66,14 +89,7 @@ def bridge_statistics(layer, x, upstream):
     hard = np.asarray(layer.hard(x), "float64").reshape(count, -1)
     error = float(np.mean(np.sum((g.numpy().reshape(count, -1) - hard) ** 2, axis=-1)))
     bridged = np.einsum("noi,no->ni", jacobian, upstream)
-    norm_u = np.linalg.norm(upstream, axis=-1)
-    norm_b = np.linalg.norm(bridged, axis=-1)
-    keep = norm_u > 0
-    if bridged.shape == upstream.shape:
-        cos = np.sum(bridged * upstream, axis=-1)[keep] / np.maximum(norm_b[keep] * norm_u[keep], 1e-300)
-    else:
-        cos = np.array([np.nan])
-    out = {"error": error, "gain": float(np.mean(norm_b[keep] / norm_u[keep])), "cos": float(np.mean(cos))}
+    out = {"error": error, "cos": float("nan"), **gain_and_cosine(bridged, upstream)}
     if jacobian.shape[1] == jacobian.shape[2]:
         diag = np.einsum("nii->ni", jacobian)
         off = jacobian - np.einsum("ni,ij->nij", diag, np.eye(jacobian.shape[-1]))

@@ -149,6 +149,29 @@ def _mnist(path):
     }
 
 
+#: Training images held out by the validation screens and diagnostics (the last ones of MNIST's training split).
+HELD_OUT = 10_000
+
+
+def held_out_split(data):
+    """`data` with its training split cut in two: train on all but the last `HELD_OUT`, test on those.
+
+    The screens and diagnostics that choose or explain a default evaluate on this split, never on the test set.
+
+    Args:
+        data: A dict with `x_train` and `y_train` (any other entries are dropped).
+
+    Returns:
+        A dict with `x_train`, `y_train` (the first `len - HELD_OUT` images) and `x_test`, `y_test` (the last
+        `HELD_OUT`).
+    """
+    x, y = data["x_train"], data["y_train"]
+    if len(x) <= HELD_OUT:
+        raise ValueError(f"`data['x_train']` must hold more than {HELD_OUT} images to hold {HELD_OUT} out. "
+                         f"Received {len(x)}")
+    return {"x_train": x[:-HELD_OUT], "y_train": y[:-HELD_OUT], "x_test": x[-HELD_OUT:], "y_test": y[-HELD_OUT:]}
+
+
 def _accuracy(model, data):
     logits = model.predict(data["x_test"], batch_size=1000, verbose=0)
     return float(np.mean(np.argmax(logits, axis=-1) == data["y_test"]))
