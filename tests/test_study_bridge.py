@@ -55,7 +55,7 @@ def test_probe_statistics_of_a_dab_sign_with_a_linear_correction_match_the_hand_
     assert stats["gain"] == pytest.approx(gain.mean(), rel=1e-4)
     assert stats["cos"] == pytest.approx(cos.mean(), rel=1e-4)
     assert stats["error"] == pytest.approx(np.mean(np.sum((g - hard) ** 2, 1)), rel=1e-4)
-    assert stats["identity_error"] == pytest.approx(np.mean(np.sum((x - hard) ** 2, 1)), rel=1e-4)
+    assert stats["surrogate_error"] == pytest.approx(np.mean(np.sum((x - hard) ** 2, 1)), rel=1e-4)  # identity
     assert stats["h/x"] == pytest.approx(np.sqrt(np.mean(hard**2) / np.mean(x**2)), rel=1e-4)
     assert "own/task" not in stats  # Sign has no loss of its own
 
@@ -77,6 +77,32 @@ def test_probe_statistics_of_straight_through_vector_quantize_compare_the_commit
     assert stats["cos"] == pytest.approx(1.0, rel=1e-5)
     assert stats["own/task"] == pytest.approx(np.linalg.norm(commitment) / np.linalg.norm(u), rel=1e-4)
     assert "error" not in stats
+
+
+def test_probe_statistics_of_straight_through_argmax_measure_the_softmax_surrogate():
+    model = _model(dab_keras.layers.ArgMax())  # straight-through: softmax(x / 1)'s Jacobian
+    images = np.random.default_rng(4).normal(size=(6, 3)).astype("float32")
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    stats = bridge_dynamics.probe_statistics(model, images, labels)
+
+    encoder = model.get_layer("encoder")
+    x = images.astype("float64") @ np.asarray(encoder.kernel, "float64") + np.asarray(encoder.bias, "float64")
+    hard = np.eye(4)[np.argmax(x, 1)]
+    s = np.exp(x - x.max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    u = _upstream(model, x, hard, labels)
+    b = np.stack([(np.diag(si) - np.outer(si, si)) @ ui for si, ui in zip(s, u)])  # softmax's Jacobian is symmetric
+    assert stats["surrogate_error"] == pytest.approx(np.mean(np.sum((s - hard) ** 2, 1)), rel=1e-4)
+    assert stats["gain"] == pytest.approx(np.mean(np.linalg.norm(b, axis=1) / np.linalg.norm(u, axis=1)), rel=1e-3)
+
+
+def test_table_reads_the_former_identity_error_as_the_surrogate_error():
+    records = [{"estimator": "straight_through", "seed": s, "budgets": {"0": {"accuracy": 0.5, key: value}}}
+               for s, (key, value) in enumerate([("identity_error", 2.0), ("surrogate_error", 4.0)])]
+    markdown = bridge_dynamics.table(records, ["straight_through"], [0])
+    header, _, row = markdown.splitlines()
+    column = [c.strip() for c in header.strip("|").split("|")].index("surrogate_error")
+    assert [c.strip() for c in row.strip("|").split("|")][column] == "3"
 
 
 def test_table_pairs_by_seed_against_the_first_estimator():

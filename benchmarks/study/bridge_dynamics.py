@@ -9,7 +9,10 @@ each budget, measures on held-out images (the last 10,000 training images; the t
   `DAB.approximate`'s $g$; for straight-through $b = J_s(x)^\top u$, e.g. $b = u$ for the identity):
   - `gain` $\lVert b \rVert / \lVert u \rVert$ and `cos` $\cos(b, u)$, per image, averaged;
   - `error` (DAB): $\frac1N \sum_n \lVert g(x_n) - h(x_n) \rVert^2$, beside the identity's
-    $\lVert x - h(x) \rVert^2$ (`identity_error`, what straight-through's implicit $g$ has);
+    $\lVert s(x) - h(x) \rVert^2$ (`surrogate_error`, what straight-through's implicit $g$ has: $s$ is the
+    op's straight-through surrogate at τ = 1, the identity for `Sign`, `Quantize` and `VectorQuantize`, the
+    relaxation for `ArgMax`, `Sort` and `TopK`; results written before this column hold the identity's
+    error as `identity_error`, the same quantity for the identity-surrogate ops);
   - `own/task` (a layer with its own loss, `VectorQuantize`'s commitment term): the norm of that loss's
     gradient w.r.t. the op's input over the norm of $b$, both for the probe batch's mean losses: which of
     the two drives the encoder;
@@ -40,14 +43,14 @@ def probe_statistics(model, images, labels):
         labels: Integer labels, `(N,)`.
 
     Returns:
-        A dict of floats: `gain`, `cos`, `identity_error`, `h/x`, and where they apply `error` (DAB) and
+        A dict of floats: `gain`, `cos`, `surrogate_error`, `h/x`, and where they apply `error` (DAB) and
         `own/task` (a layer with its own loss).
     """
     import keras
     import tensorflow as tf
 
     from benchmarks.study import code_gradients
-    from dab_keras.estimators import DAB
+    from dab_keras.estimators import DAB, default_surrogate
     from dab_keras.layers.base import DiscreteLayer
 
     index = next(i for i, layer in enumerate(model.layers) if isinstance(layer, DiscreteLayer))
@@ -74,13 +77,14 @@ def probe_statistics(model, images, labels):
         surrogate = tf.reduce_sum(tf.cast(g, "float32") * tf.stop_gradient(upstream))
     bridged = tape.gradient(surrogate, x)
     count = x.shape[0]
+    surrogate = np.asarray(default_surrogate(layer, x, 1.0), "float64").reshape(count, -1)
     u = upstream.numpy().reshape(count, -1).astype("float64")
     b = bridged.numpy().reshape(count, -1).astype("float64")
     h = hard.numpy().reshape(count, -1).astype("float64")
     xs = x.numpy().reshape(count, -1).astype("float64")
     out = {
         **code_gradients.gain_and_cosine(b, u),
-        "identity_error": float(np.mean(np.sum((xs - h) ** 2, axis=-1))),
+        "surrogate_error": float(np.mean(np.sum((surrogate - h) ** 2, axis=-1))),
         "h/x": float(np.sqrt(np.mean(h**2)) / max(np.sqrt(np.mean(xs**2)), 1e-30)),
     }
     if isinstance(estimator, DAB):
@@ -123,7 +127,9 @@ def run(task_name, estimator, seed, steps, data, probe=1000, log=None):
             for step, (metrics, _) in evaluations.items()}
 
 
-COLUMNS = ("gain", "cos", "error", "identity_error", "own/task", "h/x")
+COLUMNS = ("gain", "cos", "error", "surrogate_error", "own/task", "h/x")
+#: Earlier names of columns, read from older results: the identity-surrogate runs' `identity_error`.
+_FORMERLY = {"surrogate_error": "identity_error"}
 
 
 def table(records, estimators, steps):
@@ -160,7 +166,8 @@ def table(records, estimators, steps):
                 paired = f"{d_mean:+.1f} ± {d_half:.1f}"
             values = []
             for column in COLUMNS:
-                present = [c[column] for c in cells if column in c]
+                present = [c.get(column, c.get(_FORMERLY.get(column))) for c in cells]
+                present = [v for v in present if v is not None]
                 values.append(f"{np.mean(present):.3g}" if present else "–")
             lines.append(f"| {estimator} | {step} | {mean:.1f} ± {half:.1f} (n={len(cells)}) | {paired} | "
                          + " | ".join(values) + " |")
