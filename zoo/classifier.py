@@ -78,9 +78,9 @@ def MNISTClassifier(
             `(128,)`.
         dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
             the op's straight-through surrogate and starts at zero, so training starts as
-            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
-            were trained with `False`; weights load only into a model of the same choice. Defaults to
-            `False`.
+            straight-through), `False` the paper's DAB (the approximator alone). Both kinds of DAB weights
+            ship: `weights="pretrained"` loads the kind chosen here; weights load only into a model of the
+            same choice. Defaults to `False`.
         include_top: If `False`, the model ends at the `(B, features)` code of the `sign` layer.
             Defaults to `True`.
         weights: `"pretrained"` (shipped weights for `estimator`), the name of another estimator whose

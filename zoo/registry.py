@@ -85,7 +85,7 @@ def describe():
         >>> [(row["name"], row["pretrained"]) for row in describe()]  # doctest: +NORMALIZE_WHITESPACE
         [('binary_vae', ['dab']), ('discrete_vae', ['dab', 'dab_residual', 'relaxed']),
          ('mnist_classifier', ['dab', 'dab_residual', 'relaxed', 'straight_through']),
-         ('sorter', ['dab', 'straight_through'])]
+         ('sorter', ['dab', 'dab_residual', 'straight_through'])]
     """
     rows = []
     for name in list_models():

@@ -120,9 +120,9 @@ def Sorter(
         approximator_units: Hidden widths of the DAB approximator. Defaults to `(128,)`.
         dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
             the op's straight-through surrogate and starts at zero, so training starts as
-            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
-            were trained with `False`; weights load only into a model of the same choice. Defaults to
-            `False`.
+            straight-through), `False` the paper's DAB (the approximator alone). Both kinds of DAB weights
+            ship: `weights="pretrained"` loads the kind chosen here; weights load only into a model of the
+            same choice. Defaults to `False`.
         include_top: If `False`, the model ends at the `(B, latent_units)` code in {-1, 0, 1}.
             Defaults to `True`.
         weights: `"pretrained"` (shipped weights for `estimator`), the name of another estimator whose

@@ -133,9 +133,9 @@ def DiscreteVAE(
         approximator_units: Hidden widths of the DAB approximator. Defaults to `(64,)`.
         dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
             the op's straight-through surrogate and starts at zero, so training starts as
-            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
-            were trained with `False`; weights load only into a model of the same choice. Defaults to
-            `False`.
+            straight-through), `False` the paper's DAB (the approximator alone). The categorical VAE
+            ships both kinds of DAB weights (`weights="pretrained"` loads the kind chosen here), the binary
+            VAE the paper's only; weights load only into a model of the same choice. Defaults to `False`.
         temperature: τ of the relaxation of `"relaxed"` and `"straight_through"`, where annealing
             starts (`fit(..., callbacks=[temperature_annealing(total_steps)])` anneals it to 0.3 as the
             recipe does; without a callback τ stays fixed). Defaults to `1.0`.

@@ -134,8 +134,8 @@ class DiscreteVAEModel(keras.Model):
         seed: Seed of the latent noise generator. Defaults to `None` (Keras's global seed).
         dab_residual: With `estimator="dab"`: `True` builds the residual DAB (the approximator corrects
             the op's straight-through surrogate and starts at zero, so training starts as
-            straight-through), `False` the paper's DAB (the approximator alone). The shipped DAB weights
-            were trained with `False`. Defaults to `False` (also for configs saved before it existed).
+            straight-through), `False` the paper's DAB (the approximator alone). Defaults to `False`
+            (also for configs saved before it existed).
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:

@@ -85,7 +85,7 @@ def shipped_keys(model):
 
     Examples:
         >>> shipped_keys("sorter")
-        ['dab', 'straight_through']
+        ['dab', 'dab_residual', 'straight_through']
     """
     if not WEIGHTS_DIR.is_dir():
         return []
@@ -373,7 +373,7 @@ def pretrained_path(model, estimator):
         >>> pretrained_path("sorter", "relaxed")
         Traceback (most recent call last):
         ...
-        ValueError: No pretrained weights ship for model 'sorter' with estimator='relaxed'. ...['dab', 'straight_through']...
+        ValueError: No pretrained weights ship for model 'sorter' with estimator='relaxed'. ...['dab', 'dab_residual', 'straight_through']...
     """
     path = WEIGHTS_DIR / weights_filename(model, estimator)
     if not path.is_file():

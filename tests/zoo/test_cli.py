@@ -204,13 +204,15 @@ def test_train_and_evaluate_a_residual_dab(capsys, tmp_path, monkeypatch):
         zoo.Sorter(estimator="dab", weights=weights)
 
 
-@pytest.mark.parametrize("estimator, message", [
-    ("dab", "No pretrained weights ship for model 'sorter' with estimator='dab_residual'"),
-    ("relaxed", "`dab_residual=True` needs estimator='dab'"),
+@pytest.mark.parametrize("model, estimator, message", [
+    ("binary_vae", "dab", "No pretrained weights ship for model 'binary_vae' with estimator='dab_residual'"),
+    ("sorter", "relaxed", "`dab_residual=True` needs estimator='dab'"),
 ])
-def test_evaluate_dab_residual_names_what_ships_and_needs_the_dab_estimator(capsys, estimator, message):
+def test_evaluate_dab_residual_names_what_ships_and_needs_the_dab_estimator(capsys, model, estimator, message):
+    if estimator == "dab":
+        assert "dab_residual" not in zoo.weights.shipped_keys(model)
     with pytest.raises(SystemExit) as exc:
-        cli.main(["evaluate", "sorter", "--estimator", estimator, "--dab-residual"])
+        cli.main(["evaluate", model, "--estimator", estimator, "--dab-residual"])
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 

@@ -113,15 +113,24 @@ def test_evaluate_scores_a_perfect_model_as_perfect():
     assert metrics["loss"] < 1e-6 and metrics["test_sequences"] == 2000
 
 
-_SHIPPED = {m["estimator"] for m in zoo_weights.shipped_manifests("sorter")}
+_SHIPPED = {zoo_weights.weights_key(m["estimator"], m["config"].get("dab_residual", False)): m
+            for m in zoo_weights.shipped_manifests("sorter")}
 
 
 @pytest.mark.skipif("dab" not in _SHIPPED, reason="no pretrained DAB sorter installed")
-def test_pretrained_dab_sorter_meets_its_target_on_fresh_sequences():
-    model = Sorter()  # pretrained DAB weights
+def test_the_default_pretrained_sorter_is_the_papers_dab():
+    from dab_keras.layers.base import DiscreteLayer
+
+    estimators = [x.estimator for x in Sorter()._flatten_layers() if isinstance(x, DiscreteLayer)]
+    assert [(e.name, e.residual) for e in estimators] == [("dab", False)]
+
+
+@pytest.mark.parametrize("key", sorted(_SHIPPED))
+def test_pretrained_sorters_meet_the_target_and_reproduce_their_manifests(key):
+    manifest = _SHIPPED[key]
+    model = Sorter(estimator=manifest["estimator"], dab_residual=key == "dab_residual")  # pretrained weights
     metrics = zoo_sorter.SorterTask().evaluate(model)
     assert metrics["all_or_none_accuracy"] >= 0.95
-    manifest = zoo_weights.read_manifest(zoo_weights.manifest_path(zoo_weights.pretrained_path("sorter", "dab")))
     # The budget is 0.4 B sequences; `--samples` rounds to whole epochs of 1,000 steps of 1,024.
     assert manifest["samples_seen"] == manifest["steps"] * 1024 <= 400_000_000 + 1024 * 1000
     assert abs(manifest["metrics"]["all_or_none_accuracy"] - metrics["all_or_none_accuracy"]) < 1e-3

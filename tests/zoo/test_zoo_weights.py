@@ -279,7 +279,7 @@ def test_evaluate_reads_the_configuration_of_shipped_weights_named_by_key():
     assert training._manifest_config(task, "dab_residual", "dab")["dab_residual"] is True
     assert "dab_residual" not in training._manifest_config(task, "dab", "dab")
     assert "dab_residual" not in training._manifest_config(task, "dab_residual", "straight_through")
-    assert training._manifest_config(registry.get("sorter"), "dab_residual", "dab") == {}  # none ship
+    assert training._manifest_config(registry.get("binary_vae"), "dab_residual", "dab") == {}  # none ship
     assert training._manifest_config(task, "pretrained", "dab") == {}
 
 
