@@ -153,7 +153,7 @@ def build_parser():
 
     p = sub.add_parser(
         "demo",
-        help="evaluate the pretrained sorter, then train DAB and straight-through sorters for about a minute",
+        help="evaluate the pretrained sorter, then train DAB (default and paper's) and straight-through sorters briefly",
     )
     p.add_argument(
         "--samples", type=_number, default=3_000_000, help="training sequences per estimator (default: 3e6)"

@@ -288,13 +288,33 @@ def test_backend_flag_restarts_under_that_backend(tmp_path):
     assert manifest["backend"] == "jax" and manifest["samples_seen"] == 1024
 
 
-def test_demo_trains_both_estimators_and_prints_a_table(capsys):
+def test_demo_names_the_runs_it_can_compare():
+    from dab_keras.zoo import demo
+
+    with pytest.raises(ValueError, match=r"`estimators` must be names among \['dab_residual', 'dab', "
+                                         r"'straight_through', 'relaxed'\]. Received: estimators=\('dab', 'paper'\)"):
+        demo.run(samples=2048, estimators=("dab", "paper"))
+
+
+def test_demo_trains_the_default_dab_the_papers_and_straight_through_and_prints_a_table(capsys, monkeypatch):
+    from dab_keras.zoo import training
+
+    trained, train = [], training.train
+
+    def recording(model, **kwargs):
+        result = train(model, **kwargs)
+        trained.append((kwargs["estimator"], zoo.weights.read_manifest(result["manifest"])["config"]))
+        return result
+
+    monkeypatch.setattr(training, "train", recording)
     code, out, _ = _run(capsys, "demo", "--samples", "2048", "--quiet")
     assert code == 0
+    assert [(e, c.get("dab_residual", False)) for e, c in trained] == [
+        ("dab", True), ("dab", False), ("straight_through", False)]
     table = out[out.index("Test accuracy on 100,000 fresh sequences"):].splitlines()
     assert table[1].split() == ["estimator", "sequences", "all-or-none", "per-position", "sequences/s", "seconds"]
-    rows = [line.split() for line in table[2:4]]
-    assert [r[0] for r in rows] == ["dab", "straight_through"]
+    rows = [line.split() for line in table[2:5]]
+    assert [r[0] for r in rows] == ["dab_residual", "dab", "straight_through"]
     for r in rows:
         assert r[1] == "2,048" and 0.0 <= float(r[2]) <= float(r[3]) <= 1.0
 
