@@ -45,13 +45,6 @@ def _show_pretrained(task):
         print(f"  sorted {np.array2string(row[pred], precision=2, floatmode='fixed', max_line_width=200)}  ({ok})")
 
 
-#: What each name of the demo's `estimators` trains: the zoo's estimator and its extra configuration.
-_RUNS = {
-    "dab_residual": ("dab", {"dab_residual": True}),
-    "dab": ("dab", None),
-    "straight_through": ("straight_through", None),
-    "relaxed": ("relaxed", None),
-}
 _DESCRIPTIONS = {
     "dab_residual": "the library's default DAB: straight-through's surrogate plus a learned correction",
     "dab": "the paper's DAB: the approximator network alone",
@@ -73,16 +66,19 @@ def run(samples=3_000_000, jit_compile=None, verbose="auto", estimators=("dab_re
     Raises:
         ValueError: for an unknown name in `estimators`, or invalid `samples` or `jit_compile`.
     """
-    unknown = [e for e in estimators if e not in _RUNS]
+    unknown = [e for e in estimators if e not in zoo_weights.WEIGHT_KEYS]
     if unknown or not estimators:
-        raise ValueError(f"`estimators` must be names among {list(_RUNS)}. Received: estimators={estimators!r}")
+        raise ValueError(
+            f"`estimators` must be names among {list(zoo_weights.WEIGHT_KEYS)}. Received: estimators={estimators!r}"
+        )
     task = registry.get("sorter")
     samples = training.check_arguments(task, samples=samples, jit_compile=jit_compile)["samples"]
     _show_pretrained(task)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in estimators:
-            estimator, config = _RUNS[name]
+            residual = name == zoo_weights.RESIDUAL_DAB  # the zoo's key of `estimator="dab", dab_residual=True`
+            estimator, config = ("dab", {"dab_residual": True}) if residual else (name, None)
             about = f" ({_DESCRIPTIONS[name]})" if name in _DESCRIPTIONS else ""
             print(f"\nTraining a sorter with {name}{about} on {samples:,} sequences:")
             if estimator == "dab":

@@ -8,7 +8,7 @@ each budget, measures on held-out images (the last 10,000 training images; the t
   and what the estimator sends back to the op's input, $b$ (for DAB $b = J_g(x)^\top u$ with
   `DAB.approximate`'s $g$; for straight-through $b = J_s(x)^\top u$, e.g. $b = u$ for the identity):
   - `gain` $\lVert b \rVert / \lVert u \rVert$ and `cos` $\cos(b, u)$, per image, averaged;
-  - `error` (DAB): $\frac1N \sum_n \lVert g(x_n) - h(x_n) \rVert^2$, beside the identity's
+  - `error` (DAB): $\frac1N \sum_n \lVert g(x_n) - h(x_n) \rVert^2$, beside the surrogate's
     $\lVert s(x) - h(x) \rVert^2$ (`surrogate_error`, what straight-through's implicit $g$ has: $s$ is the
     op's straight-through surrogate at τ = 1, the identity for `Sign`, `Quantize` and `VectorQuantize`, the
     relaxation for `ArgMax`, `Sort` and `TopK`; results written before this column hold the identity's
@@ -77,14 +77,14 @@ def probe_statistics(model, images, labels):
         surrogate = tf.reduce_sum(tf.cast(g, "float32") * tf.stop_gradient(upstream))
     bridged = tape.gradient(surrogate, x)
     count = x.shape[0]
-    surrogate = np.asarray(default_surrogate(layer, x, 1.0), "float64").reshape(count, -1)
+    base = np.asarray(default_surrogate(layer, x, 1.0), "float64").reshape(count, -1)
     u = upstream.numpy().reshape(count, -1).astype("float64")
     b = bridged.numpy().reshape(count, -1).astype("float64")
     h = hard.numpy().reshape(count, -1).astype("float64")
     xs = x.numpy().reshape(count, -1).astype("float64")
     out = {
         **code_gradients.gain_and_cosine(b, u),
-        "surrogate_error": float(np.mean(np.sum((surrogate - h) ** 2, axis=-1))),
+        "surrogate_error": float(np.mean(np.sum((base - h) ** 2, axis=-1))),
         "h/x": float(np.sqrt(np.mean(h**2)) / max(np.sqrt(np.mean(xs**2)), 1e-30)),
     }
     if isinstance(estimator, DAB):

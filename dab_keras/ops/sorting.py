@@ -12,7 +12,6 @@ normalisation: the input is divided by its largest magnitude $c$ and τ by the s
 the result unchanged and keeps every intermediate finite up to the dtype's largest value.
 """
 
-
 from keras import ops
 
 from dab_keras import _validation

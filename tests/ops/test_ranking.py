@@ -408,7 +408,7 @@ def test_blocked_runs_under_a_distribution_strategy(rng):
 def test_compiled_kernels_take_no_input_as_a_compile_time_constant(rng, fn, relaxation):
     # XLA makes `tf.slice`'s `begin` a compile-time constant: a kernel that slices at a data-dependent
     # band start would recompile for every new batch (its inputs' values become the cache key). The
-    # kernels window with gathers instead; no Slice op may appear in their graphs or loop bodies.
+    # kernels window with XLA's dynamic slice instead; no Slice op may appear in their graphs or loop bodies.
     import tensorflow as tf
 
     from dab_keras.ops import _blocked

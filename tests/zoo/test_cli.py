@@ -291,8 +291,8 @@ def test_backend_flag_restarts_under_that_backend(tmp_path):
 def test_demo_names_the_runs_it_can_compare():
     from dab_keras.zoo import demo
 
-    with pytest.raises(ValueError, match=r"`estimators` must be names among \['dab_residual', 'dab', "
-                                         r"'straight_through', 'relaxed'\]. Received: estimators=\('dab', 'paper'\)"):
+    with pytest.raises(ValueError, match=r"`estimators` must be names among \['dab', 'straight_through', "
+                                         r"'relaxed', 'dab_residual'\]. Received: estimators=\('dab', 'paper'\)"):
         demo.run(samples=2048, estimators=("dab", "paper"))
 
 
