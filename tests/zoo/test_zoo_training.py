@@ -107,6 +107,9 @@ _RESUME = textwrap.dedent(
     from dab_keras import zoo
 
     mode, out = sys.argv[1], sys.argv[2]
+    # Ctrl-C's KeyboardInterrupt, as in a terminal: a job started in the background by a non-interactive
+    # shell (`pytest ... &`) inherits SIGINT ignored, and Python then installs no handler for it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     kwargs = dict(estimator="dab", samples=64 * 15, batch_size=64, steps_per_epoch=3, steps_per_execution=1,
                   verbose=0, evaluate_at_end=False,
                   config={"length": 6, "hidden_units": (32,), "latent_units": 24, "approximator_units": (8,)})
