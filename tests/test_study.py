@@ -104,6 +104,53 @@ def test_resume_runs_only_missing_cells(tmp_path, fake_table):
     assert [p[0] for p in cell["curve"]] == [5, 10, 15, 20]  # the curve up to that budget only
 
 
+def test_held_out_split_trains_on_all_but_the_last_examples_and_is_recorded(tmp_path, monkeypatch):
+    n = tasks.HELD_OUT + 7
+    arrays = {"x_train": np.arange(n).reshape(n, 1), "y_train": np.arange(n) % 10,
+              "x_test": np.full((3, 1), -1), "y_test": np.zeros(3, "int64")}
+    task = tasks.Task(name="fake_arrays", description="fake", build=None, data=lambda path: arrays, batch_size=4,
+                      metric="test accuracy", evaluate=None)
+    monkeypatch.setitem(tasks.TASKS, task.name, task)
+    table = tasks.Table(name="fake_arrays", description="Fake", tasks=(task.name,), estimators=("dab",), seeds=1,
+                        steps=(10,))
+    seen = []
+
+    def train(task, estimator, seed, steps, data, curve_every=25, log=None):
+        seen.append(data)
+        return {s: (0.5, 1.0) for s in steps}, [[s, 1.0, 0.5] for s in steps]
+
+    out = str(tmp_path / "screen")
+    records = runner.run_table(table, out, split="held_out", train=train)
+    (data,) = seen
+    np.testing.assert_array_equal(data["x_train"][:, 0], np.arange(7))  # the test split is never given
+    np.testing.assert_array_equal(data["x_test"][:, 0], np.arange(7, n))
+    assert [r["split"] for r in records.values()] == ["held_out"]
+    markdown = report.write_report(records, table, out, ("dab",), (10,))
+    assert "held-out accuracy (%) @ 10 steps" in markdown and "test accuracy" not in markdown
+    with pytest.raises(ValueError, match="'held_out' split"):  # one split per results file
+        runner.run_table(table, out, split="test", resume=True, train=train)
+    with pytest.raises(ValueError, match="`split` must be one of"):
+        runner.run_table(table, str(tmp_path / "other"), split="validation", train=train)
+
+
+def test_shards_run_every_cell_exactly_once(tmp_path, fake_table):
+    shards = []
+    for index in range(3):
+        train = _FakeTrain()
+        runner.run_table(fake_table, str(tmp_path / f"shard{index}"), seeds=4, shard=(index, 3), train=train)
+        shards.append({(e, s) for e, s, _ in train.calls})
+    cells = {(e, s) for e in ("straight_through", "dab") for s in range(4)}
+    assert set.union(*shards) == cells and sum(len(c) for c in shards) == len(cells)
+    assert all(shards)  # 8 cells over 3 shards: each gets some
+    merged = {}
+    for index in range(3):
+        merged.update(results.read(str(tmp_path / f"shard{index}" / "results.jsonl")))
+    assert len(merged) == len(cells) * 2  # two budgets per cell
+    for bad in ((3, 3), (-1, 2), (0, 0)):
+        with pytest.raises(ValueError, match="`shard` must be"):
+            runner.run_table(fake_table, str(tmp_path / "bad"), shard=bad, train=_FakeTrain())
+
+
 def test_results_reader_skips_a_cut_line_and_keeps_the_last_record(tmp_path):
     path = str(tmp_path / "r.jsonl")
     first = {"task": "t", "estimator": "dab", "seed": 0, "steps": 10, "value": 0.1}
@@ -469,3 +516,67 @@ def test_paired_differences_subtract_the_reference_seed_by_seed():
     assert cells[2] == f"{100 * np.mean(diffs):+.1f} ± {100 * half:.1f} (n=3)"
     assert cells[3] == "—"
     assert report.paired_markdown(records, ["t"], ["dab"], [10], reference="relaxed") == ""
+
+
+# ----------------------------------------------------------------------------------- screened DAB candidates
+def _sign_with(estimator, x, correction=True):
+    from dab_keras import layers
+
+    layer = layers.Sign(estimator=estimator)
+    layer(x, training=True)  # builds the layer and its approximator (its correction starts at 0)
+    if correction:
+        head = layer.estimator_state.approximator.head
+        rng = np.random.default_rng(3)
+        head.kernel.assign(rng.normal(0.0, 0.5, head.kernel.shape).astype("float32"))  # a non-zero correction
+        head.bias.assign(np.array([0.2], "float32"))
+    return layer
+
+
+def _correction_and_slope(layer, x):
+    """c(x) and c'(x) of a Sign layer's element-wise correction, by autodiff of the network alone."""
+    import keras
+
+    approximator = layer.estimator_state.approximator
+    c = keras.ops.convert_to_numpy(approximator(x))
+    slope = _gradient(lambda t: keras.ops.sum(approximator(t)), x)
+    return c, slope
+
+
+def test_shrunk_dab_weights_the_correction_by_its_least_squares_fit():
+    import keras
+
+    x = np.linspace(-1.0, 1.0, 24, dtype="float32").reshape(3, 8)
+    layer = _sign_with(tasks.make_estimator("dab_shrink"), x, correction=False)
+    assert isinstance(layer.estimator, study_estimators.ShrunkDAB)
+    # c(x) = 2 tanh(3x): the right sign of h - s = sign(x) - x on [-1, 1], about twice too large
+    network = layer.estimator_state.approximator
+    hidden, head = network.hidden[0], network.head
+    hidden.kernel.assign(np.eye(1, hidden.kernel.shape[1], dtype="float32") * 3.0)
+    hidden.bias.assign(np.zeros(hidden.bias.shape, "float32"))
+    head.kernel.assign(np.eye(head.kernel.shape[0], 1, dtype="float32") * 2.0)
+    c, slope = _correction_and_slope(layer, x)
+    residual = np.sign(x) - x  # h - s, the identity's error
+    alpha = float(np.clip(np.sum(residual * c) / np.sum(c * c), 0.0, 1.0))
+    assert 0.0 < alpha < 1.0  # the test exercises the shrinkage, not a clip
+    weights = np.arange(1.0, 25.0, dtype="float32").reshape(3, 8)
+    grad = _gradient(lambda t: keras.ops.sum(layer(t, training=True) * weights), x)
+    np.testing.assert_allclose(grad, weights * (1.0 + alpha * slope), rtol=1e-4)  # J of s + alpha c
+
+
+def test_gain_matched_dab_keeps_the_bridge_direction_at_straight_through_size():
+    import keras
+
+    x = np.linspace(-2.0, 2.0, 64, dtype="float32").reshape(4, 16)
+    fresh = _sign_with(tasks.make_estimator("dab_gain"), x, correction=False)
+    grad = _gradient(lambda t: keras.ops.sum(fresh(t, training=True)), x)
+    np.testing.assert_allclose(grad, np.ones_like(x), rtol=1e-5)  # correction at 0: straight-through exactly
+    layer = _sign_with(tasks.make_estimator("dab_gain"), x)
+    assert isinstance(layer.estimator, study_estimators.GainMatchedDAB)
+    _, slope = _correction_and_slope(layer, x)
+    bridge_slope = 1.0 + slope  # g = x + c: the residual DAB's diagonal Jacobian
+    grad = _gradient(lambda t: keras.ops.sum(layer(t, training=True)), x)
+    ratio = grad / bridge_slope  # one scale for the whole batch
+    np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-3)
+    # the scale is ||J_s r|| / ||J_g r|| for a random r: between the extremes of 1 / |g'|
+    assert 1.0 / np.abs(bridge_slope).max() - 1e-3 <= ratio.flat[0] <= 1.0 / np.abs(bridge_slope).min() + 1e-3
+    assert abs(ratio.flat[0] - 1.0) > 1e-2  # the non-zero correction changes the gain, and it is undone

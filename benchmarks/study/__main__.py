@@ -26,6 +26,16 @@ def _positive_int(text):
     return value
 
 
+def _shard(text):
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N with integers 0 <= I < N, received {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected I/N with integers 0 <= I < N, received {text!r}")
+    return index, count
+
+
 def _parser():
     from benchmarks.study import bridge_dynamics, code_gradients, gradient_quality
 
@@ -47,6 +57,12 @@ def _parser():
             sub.add_argument("--resume", action="store_true", help="skip cells already in results.jsonl")
             sub.add_argument("--curve-every", type=_positive_int, default=25,
                              help="steps per training-curve point")
+            sub.add_argument("--split", choices=("test", "held_out"), default="test",
+                             help="evaluate on the test split (the tables; default) or train on all but the last "
+                                  "10,000 training examples and evaluate on those (screens: the test set unused)")
+            sub.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                             help="run only every N-th cell from the I-th (0-based), for N parallel processes "
+                                  "with their own --out; concatenate their results.jsonl, then `report`")
     gradient_quality.add_arguments(commands.add_parser("gradients", help="gradient-quality diagnostic"))
     code_gradients.add_arguments(commands.add_parser(
         "codes", help="what trained DAB bridges do to the zoo classifier's code gradient"))
@@ -110,7 +126,8 @@ def main(argv=None):
             return 2
         try:
             records = runner.run_table(table, out, estimators, seeds, steps, data_path=args.data,
-                                       resume=args.resume, curve_every=args.curve_every, command=command)
+                                       resume=args.resume, curve_every=args.curve_every, command=command,
+                                       split=args.split, shard=args.shard)
         except ValueError as error:
             print(error, file=sys.stderr)
             return 2

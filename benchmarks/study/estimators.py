@@ -10,7 +10,8 @@ instead; this class exists to reproduce the paper's comparison, not as a recomme
 import keras
 
 from dab_keras import ops as dab_ops
-from dab_keras.estimators import Estimator, bridge
+from dab_keras.estimators import DAB, Estimator, bridge, default_surrogate
+from dab_keras.estimators.dab import approximator_output
 
 
 @keras.saving.register_keras_serializable(package="benchmarks.study", name="IdentityStraightThrough")
@@ -83,3 +84,79 @@ class ExactSortGradient(Estimator):
 
     def get_config(self):
         return {}
+
+
+def _batch_sum(t):
+    return keras.ops.sum(keras.ops.square(keras.ops.cast(t, "float32")))
+
+
+@keras.saving.register_keras_serializable(package="benchmarks.study", name="GainMatchedDAB")
+class GainMatchedDAB(DAB):
+    r"""Residual DAB whose backward keeps g's direction and straight-through's size (a screened candidate).
+
+    The bridge sends $a \cdot J_g(x)^\top u$ with one constant per batch,
+    $a = \lVert J_s \rVert_F / \lVert J_g \rVert_F$ ($s$ the op's straight-through surrogate, $g = s + c$),
+    both Frobenius norms estimated from the same random directions r by central differences,
+    $\lVert J r \rVert \approx \lVert f(x + \epsilon r) - f(x - \epsilon r) \rVert / 2\epsilon$. The
+    approximator trains as in `DAB`. Motivation: under Adam a bridge whose gain drifts over the first few
+    hundred steps (the codebook's contraction on `VectorQuantize`, a transient 1.8× on `ArgMax`) changes the
+    step size while the second-moment average remembers the earlier gradients.
+    """
+
+    name = "dab_gain"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("residual", True)
+        if not kwargs["residual"]:
+            raise ValueError("GainMatchedDAB needs residual=True (its reference is the surrogate).")
+        super().__init__(**kwargs)
+
+    def build(self, layer, op_shape):
+        state = super().build(layer, op_shape)
+        state.probe_seed = keras.random.SeedGenerator(1234, name="probe_seed")
+        return state
+
+    def __call__(self, op, x, hard, state):
+        super().__call__(op, x, hard, state)  # adds the DAB loss and records the error
+        xs = keras.ops.stop_gradient(keras.ops.cast(x, "float32"))
+        scale = keras.ops.sqrt(keras.ops.mean(keras.ops.square(xs))) + 1e-6
+        eps = 1e-2 * scale
+        r = keras.random.normal(keras.ops.shape(xs), seed=state.probe_seed)
+        plus, minus = xs + eps * r, xs - eps * r
+        ds = default_surrogate(op, plus, state.temperature, self.surrogate) - default_surrogate(
+            op, minus, state.temperature, self.surrogate)
+        dg = (self._bridge_input(state.approximator, plus, default_surrogate(op, plus, state.temperature, self.surrogate))
+              - self._bridge_input(state.approximator, minus,
+                                   default_surrogate(op, minus, state.temperature, self.surrogate)))
+        gain = keras.ops.stop_gradient(keras.ops.sqrt(_batch_sum(ds) / (_batch_sum(dg) + 1e-20)))
+        g = self._bridge_input(state.approximator, x, self._base(op, x, state))
+        return bridge(hard, gain * g)
+
+
+@keras.saving.register_keras_serializable(package="benchmarks.study", name="ShrunkDAB")
+class ShrunkDAB(DAB):
+    r"""Residual DAB whose correction is shrunk by its fitted benefit on the batch (a screened candidate).
+
+    The bridge is $s + \alpha c$ with $\alpha = \operatorname{clip}(\sum \langle h - s, c\rangle /
+    \sum \lVert c \rVert^2, 0, 1)$ over the batch (held constant): the least-squares weight of the
+    correction on inputs it has not been fitted to yet. A correction that does not bring g closer to h
+    than its base is switched off (DAB is then straight-through), one that does is used in full.
+    """
+
+    name = "dab_shrink"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("residual", True)
+        if not kwargs["residual"]:
+            raise ValueError("ShrunkDAB needs residual=True (it shrinks the correction towards the surrogate).")
+        super().__init__(**kwargs)
+
+    def __call__(self, op, x, hard, state):
+        super().__call__(op, x, hard, state)  # adds the DAB loss and records the error
+        base = keras.ops.cast(self._base(op, x, state), "float32")
+        correction = approximator_output(state.approximator, x)
+        residual = keras.ops.stop_gradient(keras.ops.cast(hard, "float32") - base)
+        c = keras.ops.stop_gradient(correction)
+        alpha = keras.ops.sum(residual * c) / (keras.ops.sum(keras.ops.square(c)) + 1e-12)
+        alpha = keras.ops.stop_gradient(keras.ops.clip(alpha, 0.0, 1.0))
+        return bridge(hard, base + alpha * correction)

@@ -212,9 +212,15 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
     text = [f"## {table.description}\n"]
     if command:
         text.append(f"`{command}`\n")
+    held_out = _held_out(records, table.tasks)
+    if held_out:
+        text.append("Held-out split: trained on all but the last 10,000 training examples and evaluated on those "
+                    "(`--split held_out`); the test set unused.\n")
     secondary = metric_names(records, table.tasks)
     for key in (None, *secondary):
         name = _metric_name(records, table.tasks) if key is None else key
+        if held_out:
+            name = _held_out_name(name)
         unit = metric_unit(records, table.tasks, key)
         scale, diff_unit = (100.0, "points") if unit == "%" else (1.0, unit)
         if secondary:
@@ -235,9 +241,21 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
         f.write(markdown)
     for task in table.tasks:
         unit = metric_unit(records, (task,))
+        name = _metric_name(records, (task,))
         plot_task(records, task, estimators, steps, os.path.join(out, f"curves_{task}.png"),
-                  scale=100.0 if unit == "%" else 1.0, metric=f"{_metric_name(records, (task,))} ({unit})")
+                  scale=100.0 if unit == "%" else 1.0,
+                  metric=f"{_held_out_name(name) if held_out else name} ({unit})")
     return markdown
+
+
+def _held_out(records, tasks):
+    """Whether the tasks' records were evaluated on the held-out split (`run --split held_out`)."""
+    return any(r.get("split") == "held_out" for r in records.values() if r["task"] in tasks)
+
+
+def _held_out_name(name):
+    """A metric's name on the held-out split: "test accuracy" becomes "held-out accuracy"."""
+    return f"held-out {name[len('test '):]}" if name.startswith("test ") else f"held-out {name}"
 
 
 def _metric_name(records, tasks):

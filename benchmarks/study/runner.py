@@ -141,8 +141,11 @@ def study_logger(out):
     return log
 
 
+SPLITS = ("test", "held_out")
+
+
 def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=None, resume=False,
-              curve_every=25, train=train_run, command=None):
+              curve_every=25, train=train_run, command=None, split="test", shard=(0, 1)):
     """Runs the missing cells of a table and returns all its records.
 
     Args:
@@ -155,10 +158,22 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
         curve_every: Steps per training-curve point.
         train: The training function (`train_run`'s signature); tests pass a fake.
         command: The command line recorded with each result.
+        split: `"test"` (train on the training split, evaluate on the test split: the tables) or
+            `"held_out"` (train on all but the last `tasks.HELD_OUT` training examples and evaluate on
+            those: the screens that choose a setting, with the test set unused). Recorded with each
+            result; a results file holds one split. Defaults to `"test"`.
+        shard: `(i, n)`: run only the cells whose position in the table's (task, estimator, seed) order is
+            `i` modulo `n`, so that `n` processes with their own `out` folders share a table (their
+            `results.jsonl` files concatenate into the table's). Defaults to `(0, 1)` (every cell).
 
     Returns:
         The records of `out/results.jsonl` keyed by cell, after the run.
     """
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
+    index, count = shard
+    if not (isinstance(count, int) and isinstance(index, int) and 0 <= index < count):
+        raise ValueError(f"`shard` must be (i, n) with integers 0 <= i < n. Received: shard={shard!r}")
     estimators = tuple(estimators or table.estimators)
     seeds = tuple(range(seeds if seeds is not None else table.seeds))
     steps = tuple(sorted(set(steps or table.steps)))
@@ -168,10 +183,15 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
     if records and not resume:
         raise ValueError(f"{path} already holds {len(records)} results: pass --resume to add the missing cells, "
                          "or choose another --out.")
+    other = sorted({r.get("split", "test") for r in records.values()} - {split})
+    if other:
+        raise ValueError(f"{path} holds results on the {other[0]!r} split; this run evaluates on {split!r}. "
+                         "Choose another --out.")
     log = study_logger(out)
     log.info("table %s: tasks %s, estimators %s, seeds %s, steps %s", table.name, ", ".join(table.tasks),
              ", ".join(estimators), list(seeds), list(steps))
     loaded = {}
+    position = -1
     for task_name in table.tasks:
         task = tasks_lib.TASKS[task_name]
         refused = [e for e in estimators if not task.accepts(e)]
@@ -182,12 +202,17 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
         task = tasks_lib.TASKS[task_name]
         for estimator in estimators:
             for seed in seeds:
+                position += 1
+                if position % count != index:
+                    continue
                 missing = results_lib.missing_steps(records, task.name, estimator, seed, steps)
                 if not missing:
                     log.info("skip %s / %s / seed %d: all budgets done", task.name, estimator, seed)
                     continue
                 if task.data not in loaded:
                     loaded[task.data] = task.data(data_path)
+                    if split == "held_out":
+                        loaded[task.data] = tasks_lib.held_out_split(loaded[task.data])
                 data = loaded[task.data]
                 run_name = f"{task.name}__{estimator}__seed{seed}"
                 run_log = _file_logger(run_name, os.path.join(out, "logs", f"{run_name}.log"))
@@ -200,7 +225,7 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
                     metrics = as_metrics(task, metrics)  # a float (the metric alone) or a dict, primary first
                     metric = metrics[task.metric]
                     record = {
-                        "task": task.name, "estimator": estimator, "seed": seed, "steps": step,
+                        "task": task.name, "estimator": estimator, "seed": seed, "steps": step, "split": split,
                         "metric": task.metric, "value": metric, "metrics": metrics,
                         "units": {name: task.units.get(name, "%") for name in metrics},
                         "train_seconds": round(seconds, 3),

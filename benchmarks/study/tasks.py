@@ -29,6 +29,18 @@ def _identity_estimator():
     return estimators.IdentityStraightThrough()
 
 
+def _gain_matched_dab():
+    from benchmarks.study import estimators
+
+    return estimators.GainMatchedDAB()
+
+
+def _shrunk_dab():
+    from benchmarks.study import estimators
+
+    return estimators.ShrunkDAB()
+
+
 def _exact_sort_gradient():
     from benchmarks.study import estimators
 
@@ -46,6 +58,8 @@ ESTIMATOR_CHOICES = {
     "dab_paper": _paper_dab,
     "identity": _identity_estimator,
     "exact": _exact_sort_gradient,
+    "dab_gain": _gain_matched_dab,
+    "dab_shrink": _shrunk_dab,
 }
 
 
@@ -346,7 +360,7 @@ register_table(Table(
     name="sortnet",
     description="Classification with the sort non-linearity (the DAB paper's sort classifier)",
     tasks=("mnist_sortnet",),
-    estimators=("straight_through", "relaxed", "dab", "dab_paper", "identity", "exact"),
+    estimators=("straight_through", "relaxed", "dab", "dab_paper", "identity", "exact", "dab_gain", "dab_shrink"),
 ))
 
 
