@@ -558,6 +558,8 @@ def test_shrunk_dab_weights_the_correction_by_its_least_squares_fit():
     residual = np.sign(x) - x  # h - s, the identity's error
     alpha = float(np.clip(np.sum(residual * c) / np.sum(c * c), 0.0, 1.0))
     assert 0.0 < alpha < 1.0  # the test exercises the shrinkage, not a clip
+    with pytest.raises(ValueError, match="needs residual=True"):
+        study_estimators.ShrunkDAB(residual=False)
     weights = np.arange(1.0, 25.0, dtype="float32").reshape(3, 8)
     grad = _gradient(lambda t: keras.ops.sum(layer(t, training=True) * weights), x)
     np.testing.assert_allclose(grad, weights * (1.0 + alpha * slope), rtol=1e-4)  # J of s + alpha c

@@ -90,8 +90,19 @@ def _batch_sum(t):
     return keras.ops.sum(keras.ops.square(keras.ops.cast(t, "float32")))
 
 
+class _ResidualVariant(DAB):
+    """A residual DAB whose bridge a subclass changes; the approximator trains as in `DAB`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("residual", True)
+        if not kwargs["residual"]:
+            raise ValueError(f"{type(self).__name__} changes the residual DAB's bridge: it needs residual=True. "
+                             "Received: residual=False")
+        super().__init__(**kwargs)
+
+
 @keras.saving.register_keras_serializable(package="benchmarks.study", name="GainMatchedDAB")
-class GainMatchedDAB(DAB):
+class GainMatchedDAB(_ResidualVariant):
     r"""Residual DAB whose backward keeps g's direction and straight-through's size (a screened candidate).
 
     The bridge sends $a \cdot J_g(x)^\top u$ with one constant per batch,
@@ -105,12 +116,6 @@ class GainMatchedDAB(DAB):
 
     name = "dab_gain"
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("residual", True)
-        if not kwargs["residual"]:
-            raise ValueError("GainMatchedDAB needs residual=True (its reference is the surrogate).")
-        super().__init__(**kwargs)
-
     def build(self, layer, op_shape):
         state = super().build(layer, op_shape)
         state.probe_seed = keras.random.SeedGenerator(1234, name="probe_seed")
@@ -123,18 +128,22 @@ class GainMatchedDAB(DAB):
         eps = 1e-2 * scale
         r = keras.random.normal(keras.ops.shape(xs), seed=state.probe_seed)
         plus, minus = xs + eps * r, xs - eps * r
-        ds = default_surrogate(op, plus, state.temperature, self.surrogate) - default_surrogate(
-            op, minus, state.temperature, self.surrogate)
-        dg = (self._bridge_input(state.approximator, plus, default_surrogate(op, plus, state.temperature, self.surrogate))
-              - self._bridge_input(state.approximator, minus,
-                                   default_surrogate(op, minus, state.temperature, self.surrogate)))
+
+        def surrogate(t):
+            return default_surrogate(op, t, state.temperature, self.surrogate)
+
+        def approximator(t):
+            return self._bridge_input(state.approximator, t, surrogate(t))
+
+        ds = surrogate(plus) - surrogate(minus)
+        dg = approximator(plus) - approximator(minus)
         gain = keras.ops.stop_gradient(keras.ops.sqrt(_batch_sum(ds) / (_batch_sum(dg) + 1e-20)))
         g = self._bridge_input(state.approximator, x, self._base(op, x, state))
         return bridge(hard, gain * g)
 
 
 @keras.saving.register_keras_serializable(package="benchmarks.study", name="ShrunkDAB")
-class ShrunkDAB(DAB):
+class ShrunkDAB(_ResidualVariant):
     r"""Residual DAB whose correction is shrunk by its fitted benefit on the batch (a screened candidate).
 
     The bridge is $s + \alpha c$ with $\alpha = \operatorname{clip}(\sum \langle h - s, c\rangle /
@@ -144,12 +153,6 @@ class ShrunkDAB(DAB):
     """
 
     name = "dab_shrink"
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("residual", True)
-        if not kwargs["residual"]:
-            raise ValueError("ShrunkDAB needs residual=True (it shrinks the correction towards the surrogate).")
-        super().__init__(**kwargs)
 
     def __call__(self, op, x, hard, state):
         super().__call__(op, x, hard, state)  # adds the DAB loss and records the error
