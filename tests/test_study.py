@@ -131,6 +131,10 @@ def test_held_out_split_trains_on_all_but_the_last_examples_and_is_recorded(tmp_
         runner.run_table(table, out, split="test", resume=True, train=train)
     with pytest.raises(ValueError, match="`split` must be one of"):
         runner.run_table(table, str(tmp_path / "other"), split="validation", train=train)
+    # a task whose test data are prepared apart (the VAEs' fixed binarization) has no held-out split
+    assert not tasks.TASKS["vae_categorical"].held_out
+    with pytest.raises(ValueError, match="has no held-out split"):
+        runner.run_table(tasks.get_table("vae"), str(tmp_path / "vae"), split="held_out", train=train)
 
 
 def test_shards_run_every_cell_exactly_once(tmp_path, fake_table):

@@ -37,7 +37,7 @@ def _shard(text):
 
 
 def _parser():
-    from benchmarks.study import bridge_dynamics, code_gradients, gradient_quality
+    from benchmarks.study import bridge_dynamics, code_gradients, gradient_quality, runner, tasks
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,9 +57,10 @@ def _parser():
             sub.add_argument("--resume", action="store_true", help="skip cells already in results.jsonl")
             sub.add_argument("--curve-every", type=_positive_int, default=25,
                              help="steps per training-curve point")
-            sub.add_argument("--split", choices=("test", "held_out"), default="test",
+            sub.add_argument("--split", choices=runner.SPLITS, default="test",
                              help="evaluate on the test split (the tables; default) or train on all but the last "
-                                  "10,000 training examples and evaluate on those (screens: the test set unused)")
+                                  f"{tasks.HELD_OUT:,} training examples and evaluate on those (screens: the test "
+                                  "set unused)")
             sub.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
                              help="run only every N-th cell from the I-th (0-based), for N parallel processes "
                                   "with their own --out; concatenate their results.jsonl, then `report`")

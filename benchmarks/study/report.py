@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from benchmarks.study import stats
+from benchmarks.study import stats, tasks
 
 
 def _format(values, scale, digits):
@@ -214,8 +214,8 @@ def write_report(records, table, out, estimators, steps, seeds=None, command=Non
         text.append(f"`{command}`\n")
     held_out = _held_out(records, table.tasks)
     if held_out:
-        text.append("Held-out split: trained on all but the last 10,000 training examples and evaluated on those "
-                    "(`--split held_out`); the test set unused.\n")
+        text.append(f"Held-out split: trained on all but the last {tasks.HELD_OUT:,} training examples and evaluated "
+                    "on those (`--split held_out`); the test set unused.\n")
     secondary = metric_names(records, table.tasks)
     for key in (None, *secondary):
         name = _metric_name(records, table.tasks) if key is None else key

@@ -198,6 +198,9 @@ def run_table(table, out, estimators=None, seeds=None, steps=None, data_path=Non
         if refused:
             raise ValueError(f"Task {task.name!r} takes the estimators {task.estimators or tuple(tasks_lib.ESTIMATOR_CHOICES)}. "
                              f"Received: {refused}")
+        if split == "held_out" and not task.held_out:
+            raise ValueError(f"Task {task.name!r} has no held-out split (its test data are prepared apart from its "
+                             "training data): run it with split='test'. Received: split='held_out'")
     for task_name in table.tasks:
         task = tasks_lib.TASKS[task_name]
         for estimator in estimators:

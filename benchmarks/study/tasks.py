@@ -95,6 +95,9 @@ class Task:
             the optimizer step), or `None`.
         estimators: The estimator names the task's `build` takes itself (e.g. a model-level estimator such
             as REINFORCE), or `None`: layer estimators from `ESTIMATOR_CHOICES`.
+        held_out: Whether `run --split held_out` may cut the task's data with `held_out_split` (data of
+            plain `x_train`, `y_train`, `x_test`, `y_test` arrays); `False` for a task whose test data
+            are prepared apart from its training data (e.g. a VAE's fixed binarized test set).
     """
 
     name: str
@@ -111,6 +114,7 @@ class Task:
     make_batch: object = None
     callbacks: object = None
     estimators: tuple = None
+    held_out: bool = True
 
     def accepts(self, estimator):
         """Whether `build` takes the estimator named `estimator`."""

@@ -548,6 +548,7 @@ for _latent, _text in _LATENT_TEXT.items():
         make_batch=vae_batch,
         callbacks=_annealing,
         estimators=VAE_ESTIMATORS,
+        held_out=False,  # the test set is binarized once, apart from the per-batch training binarization
     ))
 
 tasks_lib.register_table(tasks_lib.Table(
