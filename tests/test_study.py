@@ -586,3 +586,31 @@ def test_gain_matched_dab_keeps_the_bridge_direction_at_straight_through_size():
     # the scale is ||J_s r|| / ||J_g r|| for a random r: between the extremes of 1 / |g'|
     assert 1.0 / np.abs(bridge_slope).max() - 1e-3 <= ratio.flat[0] <= 1.0 / np.abs(bridge_slope).min() + 1e-3
     assert abs(ratio.flat[0] - 1.0) > 1e-2  # the non-zero correction changes the gain, and it is undone
+
+
+def test_smoothed_target_dab_fits_the_gaussian_smoothing_of_the_op():
+    import math
+
+    import keras
+
+    from dab_keras import layers
+
+    keras.utils.set_random_seed(0)
+    estimator = tasks.make_estimator("dab_smooth1")
+    assert isinstance(estimator, study_estimators.SmoothedTargetDAB) and estimator.noise == 1.0
+    sign = layers.Sign(estimator=estimator)
+    inputs = keras.Input((256,))
+    model = keras.Model(inputs, sign(inputs))
+    # the task loss is 0: only the DAB loss trains the correction c (g = x + c)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=lambda y, p: 0.0 * keras.ops.mean(p))
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, (64 * 256, 256)).astype("float32")
+    model.fit(x, x, batch_size=256, epochs=3, verbose=0)
+    grid = np.linspace(-1.0, 1.0, 256, dtype="float32")[None]
+    g = keras.ops.convert_to_numpy(sign.estimator.approximate(sign, keras.ops.convert_to_tensor(grid),
+                                                              sign.estimator_state))[0]
+    sigma = 1.0 / math.sqrt(3.0)  # kappa * rms of U(-1, 1)
+    smoothed = np.array([math.erf(v / (sigma * math.sqrt(2.0))) for v in grid[0]])  # E sign(x + sigma eps)
+    assert np.abs(g - smoothed).max() < 0.1  # the least-squares limit: the smoothing, not the step
+    assert np.abs(g - np.sign(grid[0])).max() > 0.5
+    with pytest.raises(ValueError, match="`noise` must be a number > 0"):
+        study_estimators.SmoothedTargetDAB(noise=0.0)

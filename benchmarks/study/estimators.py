@@ -11,7 +11,7 @@ import keras
 
 from dab_keras import ops as dab_ops
 from dab_keras.estimators import DAB, Estimator, bridge, default_surrogate
-from dab_keras.estimators.dab import approximator_output
+from dab_keras.estimators.dab import approximation_error, approximator_output
 
 
 @keras.saving.register_keras_serializable(package="benchmarks.study", name="IdentityStraightThrough")
@@ -163,3 +163,49 @@ class ShrunkDAB(_ResidualVariant):
         alpha = keras.ops.sum(residual * c) / (keras.ops.sum(keras.ops.square(c)) + 1e-12)
         alpha = keras.ops.stop_gradient(keras.ops.clip(alpha, 0.0, 1.0))
         return bridge(hard, base + alpha * correction)
+
+
+@keras.saving.register_keras_serializable(package="benchmarks.study", name="SmoothedTargetDAB")
+class SmoothedTargetDAB(_ResidualVariant):
+    r"""Residual DAB whose approximator fits the op under input noise (a screened candidate).
+
+    The DAB loss fits g = s + c to $h(x + \sigma\epsilon)$, $\epsilon \sim N(0, I)$ drawn afresh each
+    step, with $\sigma = \kappa \cdot \mathrm{rms}(x)$ over the batch (held constant), instead of $h(x)$:
+    its least-squares limit is the Gaussian smoothing $E_\epsilon[h(x + \sigma\epsilon)]$, whose Jacobian
+    is not zero between the op's jumps (a well-fitted g of $h$ itself tends to $h$'s zero Jacobian there:
+    the contraction seen on `VectorQuantize`) and whose sharpness follows the input's scale (on `ArgMax`
+    the softmax base sharpens as the logits grow). The forward is still $h(x)$ and the bridge $J_g(x)^\top u$.
+    The reported approximation error is g's error against $h(x)$, as for `DAB`.
+
+    Args:
+        noise: κ > 0, the noise's standard deviation relative to the input's RMS. Defaults to `0.3`.
+        **kwargs: `DAB` arguments (residual only).
+    """
+
+    name = "dab_smooth"
+
+    def __init__(self, noise=0.3, **kwargs):
+        super().__init__(**kwargs)
+        if not (isinstance(noise, (int, float)) and noise > 0):
+            raise ValueError(f"`noise` must be a number > 0. Received: noise={noise!r}")
+        self.noise = float(noise)
+
+    def build(self, layer, op_shape):
+        state = super().build(layer, op_shape)
+        state.noise_seed = keras.random.SeedGenerator(4321, name="noise_seed")
+        return state
+
+    def __call__(self, op, x, hard, state):
+        approximator = state.approximator
+        base = self._base(op, x, state)
+        xs = keras.ops.stop_gradient(keras.ops.cast(x, "float32"))
+        sigma = self.noise * keras.ops.sqrt(keras.ops.mean(keras.ops.square(xs)))
+        noisy = xs + sigma * keras.random.normal(keras.ops.shape(xs), seed=state.noise_seed)
+        target = keras.ops.stop_gradient(keras.ops.cast(op.hard(keras.ops.cast(noisy, x.dtype)), "float32"))
+        loss = self.gamma * approximation_error(approximator, x, target, base)
+        op.add_loss(loss - keras.ops.stop_gradient(loss))
+        state.record(keras.ops.stop_gradient(approximation_error(approximator, x, hard, base)), self.gamma)
+        return bridge(hard, self._bridge_input(approximator, x, base))
+
+    def get_config(self):
+        return {**super().get_config(), "noise": self.noise}

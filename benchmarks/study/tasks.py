@@ -41,6 +41,15 @@ def _shrunk_dab():
     return estimators.ShrunkDAB()
 
 
+def _smoothed_dab(noise):
+    def factory():
+        from benchmarks.study import estimators
+
+        return estimators.SmoothedTargetDAB(noise=noise)
+
+    return factory
+
+
 def _exact_sort_gradient():
     from benchmarks.study import estimators
 
@@ -60,6 +69,9 @@ ESTIMATOR_CHOICES = {
     "exact": _exact_sort_gradient,
     "dab_gain": _gain_matched_dab,
     "dab_shrink": _shrunk_dab,
+    "dab_smooth0.1": _smoothed_dab(0.1),
+    "dab_smooth0.3": _smoothed_dab(0.3),
+    "dab_smooth1": _smoothed_dab(1.0),
 }
 
 
