@@ -10,7 +10,7 @@ instead; this class exists to reproduce the paper's comparison, not as a recomme
 import keras
 
 from dab_keras import ops as dab_ops
-from dab_keras.estimators import DAB, Estimator, bridge, default_surrogate
+from dab_keras.estimators import DAB, Estimator, bridge
 from dab_keras.estimators.dab import approximation_error, approximator_output
 
 
@@ -86,7 +86,7 @@ class ExactSortGradient(Estimator):
         return {}
 
 
-def _batch_sum(t):
+def _sum_of_squares(t):
     return keras.ops.sum(keras.ops.square(keras.ops.cast(t, "float32")))
 
 
@@ -122,24 +122,17 @@ class GainMatchedDAB(_ResidualVariant):
         return state
 
     def __call__(self, op, x, hard, state):
-        super().__call__(op, x, hard, state)  # adds the DAB loss and records the error
+        base = self._base(op, x, state)
+        state.record(self._fit(op, x, hard, state, base), self.gamma)
         xs = keras.ops.stop_gradient(keras.ops.cast(x, "float32"))
         scale = keras.ops.sqrt(keras.ops.mean(keras.ops.square(xs))) + 1e-6
         eps = 1e-2 * scale
         r = keras.random.normal(keras.ops.shape(xs), seed=state.probe_seed)
         plus, minus = xs + eps * r, xs - eps * r
-
-        def surrogate(t):
-            return default_surrogate(op, t, state.temperature, self.surrogate)
-
-        def approximator(t):
-            return self._bridge_input(state.approximator, t, surrogate(t))
-
-        ds = surrogate(plus) - surrogate(minus)
-        dg = approximator(plus) - approximator(minus)
-        gain = keras.ops.stop_gradient(keras.ops.sqrt(_batch_sum(ds) / (_batch_sum(dg) + 1e-20)))
-        g = self._bridge_input(state.approximator, x, self._base(op, x, state))
-        return bridge(hard, gain * g)
+        ds = self._base(op, plus, state) - self._base(op, minus, state)
+        dg = self.approximate(op, plus, state) - self.approximate(op, minus, state)
+        gain = keras.ops.stop_gradient(keras.ops.sqrt(_sum_of_squares(ds) / (_sum_of_squares(dg) + 1e-20)))
+        return bridge(hard, gain * self._bridge_input(state.approximator, x, base))
 
 
 @keras.saving.register_keras_serializable(package="benchmarks.study", name="ShrunkDAB")
@@ -155,8 +148,9 @@ class ShrunkDAB(_ResidualVariant):
     name = "dab_shrink"
 
     def __call__(self, op, x, hard, state):
-        super().__call__(op, x, hard, state)  # adds the DAB loss and records the error
-        base = keras.ops.cast(self._base(op, x, state), "float32")
+        base = self._base(op, x, state)
+        state.record(self._fit(op, x, hard, state, base), self.gamma)
+        base = keras.ops.cast(base, "float32")
         correction = approximator_output(state.approximator, x)
         residual = keras.ops.stop_gradient(keras.ops.cast(hard, "float32") - base)
         c = keras.ops.stop_gradient(correction)
@@ -202,8 +196,7 @@ class SmoothedTargetDAB(_ResidualVariant):
         sigma = self.noise * keras.ops.sqrt(keras.ops.mean(keras.ops.square(xs)))
         noisy = xs + sigma * keras.random.normal(keras.ops.shape(xs), seed=state.noise_seed)
         target = keras.ops.stop_gradient(keras.ops.cast(op.hard(keras.ops.cast(noisy, x.dtype)), "float32"))
-        loss = self.gamma * approximation_error(approximator, x, target, base)
-        op.add_loss(loss - keras.ops.stop_gradient(loss))
+        self._fit(op, x, target, state, base)
         state.record(keras.ops.stop_gradient(approximation_error(approximator, x, hard, base)), self.gamma)
         return bridge(hard, self._bridge_input(approximator, x, base))
 

@@ -23,55 +23,34 @@ def _paper_dab():
     return estimators.DAB(residual=False)
 
 
-def _identity_estimator():
-    from benchmarks.study import estimators
+def _study_estimator(class_name, **kwargs):
+    """A factory of `benchmarks.study.estimators.<class_name>(**kwargs)`, imported when it is called."""
 
-    return estimators.IdentityStraightThrough()
-
-
-def _gain_matched_dab():
-    from benchmarks.study import estimators
-
-    return estimators.GainMatchedDAB()
-
-
-def _shrunk_dab():
-    from benchmarks.study import estimators
-
-    return estimators.ShrunkDAB()
-
-
-def _smoothed_dab(noise):
     def factory():
         from benchmarks.study import estimators
 
-        return estimators.SmoothedTargetDAB(noise=noise)
+        return getattr(estimators, class_name)(**kwargs)
 
     return factory
-
-
-def _exact_sort_gradient():
-    from benchmarks.study import estimators
-
-    return estimators.ExactSortGradient()
 
 
 # Every estimator a table may name: an alias the layers take, or a factory of a fresh estimator object.
 # `dab` is the library's default (a residual approximator); `dab_paper` is g alone, as in the paper;
 # `identity` the paper's sort baseline (unpermuted gradient) and `exact` the true gradient of sorted values
-# (both for `Sort(output_mode="values")`, see `benchmarks/study/estimators.py`).
+# (both for `Sort(output_mode="values")`); `dab_gain`, `dab_shrink` and `dab_smooth<κ>` the screened variants of
+# the residual DAB (all in `benchmarks/study/estimators.py`).
 ESTIMATOR_CHOICES = {
     "straight_through": "straight_through",
     "relaxed": "relaxed",
     "dab": "dab",
     "dab_paper": _paper_dab,
-    "identity": _identity_estimator,
-    "exact": _exact_sort_gradient,
-    "dab_gain": _gain_matched_dab,
-    "dab_shrink": _shrunk_dab,
-    "dab_smooth0.1": _smoothed_dab(0.1),
-    "dab_smooth0.3": _smoothed_dab(0.3),
-    "dab_smooth1": _smoothed_dab(1.0),
+    "identity": _study_estimator("IdentityStraightThrough"),
+    "exact": _study_estimator("ExactSortGradient"),
+    "dab_gain": _study_estimator("GainMatchedDAB"),
+    "dab_shrink": _study_estimator("ShrunkDAB"),
+    "dab_smooth0.1": _study_estimator("SmoothedTargetDAB", noise=0.1),
+    "dab_smooth0.3": _study_estimator("SmoothedTargetDAB", noise=0.3),
+    "dab_smooth1": _study_estimator("SmoothedTargetDAB", noise=1.0),
 }
 
 

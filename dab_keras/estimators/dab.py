@@ -247,19 +247,22 @@ class DAB(Estimator):
         return g if base is None else ops.cast(base, "float32") + g
 
     def __call__(self, op, x, hard, state):
-        approximator = state.approximator
         base = self._base(op, x, state)
-        if approximator.trainable:
+        state.record(self._fit(op, x, hard, state, base), self.gamma)
+        return bridge(hard, self._bridge_input(state.approximator, x, base))
+
+    def _fit(self, op, x, target, state, base):
+        """Adds the DAB loss that fits g (`base` plus the network) to `target`; returns g's error."""
+        approximator = state.approximator
+        if not approximator.trainable:
             # A frozen approximator (e.g. a frozen pretrained layer) keeps bridging gradients but is
             # not fitted any more: it adds no loss (its error is still reported).
-            error = approximation_error(approximator, x, hard, base)
-            loss = self.gamma * error
-            # Zero in value, the DAB loss's gradient: the logged `loss` stays the task loss, g trains.
-            op.add_loss(loss - ops.stop_gradient(loss))
-        else:
-            error = ops.stop_gradient(approximation_error(approximator, x, hard, base))
-        state.record(error, self.gamma)
-        return bridge(hard, self._bridge_input(approximator, x, base))
+            return ops.stop_gradient(approximation_error(approximator, x, target, base))
+        error = approximation_error(approximator, x, target, base)
+        loss = self.gamma * error
+        # Zero in value, the DAB loss's gradient: the logged `loss` stays the task loss, g trains.
+        op.add_loss(loss - ops.stop_gradient(loss))
+        return error
 
     def observe(self, op, x, hard, state):
         # At inference the layer outputs `hard`; g runs only to report its error (evaluate, validation).
