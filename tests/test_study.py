@@ -614,3 +614,48 @@ def test_smoothed_target_dab_fits_the_gaussian_smoothing_of_the_op():
     assert np.abs(g - np.sign(grid[0])).max() > 0.5
     with pytest.raises(ValueError, match="`noise` must be a number > 0"):
         study_estimators.SmoothedTargetDAB(noise=0.0)
+
+
+def test_warmup_dab_blends_the_correction_in_linearly_over_its_steps():
+    import keras
+
+    x = np.linspace(-1.0, 1.0, 24, dtype="float32").reshape(3, 8)
+    weights = np.arange(1.0, 25.0, dtype="float32").reshape(3, 8)
+    layer = _sign_with(study_estimators.WarmupDAB(warmup_steps=4), x)
+    state = layer.estimator_state
+    state.approximator.trainable = False  # the correction stays as set: no DAB loss moves it
+    _, slope = _correction_and_slope(layer, x)
+    assert np.abs(slope).max() > 0.1  # a correction whose weight the gradient can show
+    state.warmup_step.assign(0.0)
+    for step in range(7):
+        grad = _gradient(lambda t: keras.ops.sum(layer(t, training=True) * weights), x)
+        # J of s + w_t c with w_t = min(1, t / T): straight-through at step 0, the residual DAB from step T
+        np.testing.assert_allclose(grad, weights * (1.0 + min(1.0, step / 4) * slope), rtol=1e-5, atol=1e-5)
+    assert float(keras.ops.convert_to_numpy(state.warmup_step)) == 7.0
+    np.asarray(layer(x, training=False))  # inference: no step counted
+    assert float(keras.ops.convert_to_numpy(state.warmup_step)) == 7.0
+    with pytest.raises(ValueError, match="`warmup_steps` must be an integer >= 1"):
+        study_estimators.WarmupDAB(warmup_steps=0)
+
+
+def test_warmup_dab_counts_the_steps_of_a_compiled_fit_and_saves_its_count(tmp_path):
+    import keras
+
+    from dab_keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    sign = layers.Sign(estimator=tasks.make_estimator("dab_warmup"))
+    model = keras.Model(inputs, keras.layers.Dense(1)(sign(keras.layers.Dense(8)(inputs))))
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    x = np.random.default_rng(0).normal(size=(96, 8)).astype("float32")
+    model.fit(x, x[:, :1], batch_size=16, epochs=2, verbose=0)  # 12 steps
+    model.evaluate(x, x[:, :1], batch_size=16, verbose=0)
+    assert float(keras.ops.convert_to_numpy(sign.estimator_state.warmup_step)) == 12.0
+    assert sign.estimator.warmup_steps == 1000
+    path = str(tmp_path / "warmup.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    loaded_sign = next(lay for lay in loaded.layers if isinstance(lay, layers.Sign))
+    assert isinstance(loaded_sign.estimator, study_estimators.WarmupDAB)
+    assert float(keras.ops.convert_to_numpy(loaded_sign.estimator_state.warmup_step)) == 12.0

@@ -202,3 +202,51 @@ class SmoothedTargetDAB(_ResidualVariant):
 
     def get_config(self):
         return {**super().get_config(), "noise": self.noise}
+
+
+@keras.saving.register_keras_serializable(package="benchmarks.study", name="WarmupDAB")
+class WarmupDAB(_ResidualVariant):
+    r"""Residual DAB whose correction enters the bridge over the first steps (a screened candidate).
+
+    The bridge is $s + w_t c$ with $w_t = \min(1, t / T)$, $t$ the number of training steps the layer
+    has taken before this one (a non-trainable counter, saved with the layer) and $T$ = `warmup_steps`:
+    at step 0 DAB's gradient is straight-through's, from step $T$ on it is `DAB`'s. The approximator
+    trains from step 0 as in `DAB`, and its reported error is $g = s + c$'s. Motivation: under Adam a
+    bridge whose gain drifts within a few dozen steps (the codebook's contraction on `VectorQuantize`)
+    changes the step size while the second-moment average still holds the earlier gradients; spreading
+    the drift over $T = 1/(1 - \beta_2) = 1{,}000$ steps, the horizon of Adam's second moment with its
+    default $\beta_2 = 0.999$, keeps the step size that average sets.
+
+    Args:
+        warmup_steps: T > 0, the number of steps over which the correction's weight rises from 0 to 1.
+            Defaults to `1000`.
+        **kwargs: `DAB` arguments (residual only).
+    """
+
+    name = "dab_warmup"
+
+    def __init__(self, warmup_steps=1000, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
+            raise ValueError(f"`warmup_steps` must be an integer >= 1. Received: warmup_steps={warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+
+    def build(self, layer, op_shape):
+        state = super().build(layer, op_shape)
+        state.warmup_step = state.add_weight(shape=(), initializer="zeros", trainable=False, name="warmup_step")
+        return state
+
+    def correction_weight(self, state):
+        """$w_t = \\min(1, t / T)$ for the layer's next training step (a float32 scalar)."""
+        return keras.ops.minimum(keras.ops.cast(state.warmup_step, "float32") / float(self.warmup_steps), 1.0)
+
+    def __call__(self, op, x, hard, state):
+        base = self._base(op, x, state)
+        state.record(self._fit(op, x, hard, state, base), self.gamma)
+        weight = keras.ops.stop_gradient(self.correction_weight(state))
+        state.warmup_step.assign(state.warmup_step + 1.0)
+        correction = approximator_output(state.approximator, x)
+        return bridge(hard, keras.ops.cast(base, "float32") + weight * correction)
+
+    def get_config(self):
+        return {**super().get_config(), "warmup_steps": self.warmup_steps}
