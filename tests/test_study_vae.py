@@ -211,43 +211,26 @@ def test_mean_straight_through_vae_returns_the_sample_with_its_means_gradient(la
     np.testing.assert_allclose(tape.gradient(objective, logits), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 1.5])
-def test_reinmax_vae_returns_the_sample_with_reinmaxs_gradient(temperature):
-    """`reinmax`: the hard sample's value; backward 2 J(π₁)u − J(π₀)u / 2 with J(π) = diag π − π πᵀ."""
-    import keras
+@pytest.mark.parametrize("estimator", ["reinmax", "dab_reinmax"])
+@pytest.mark.parametrize("latent", ["categorical", "binary"])
+def test_reinmax_rows_are_the_zoo_vae_with_the_librarys_reinmax_base(estimator, latent):
+    """`reinmax` / `dab_reinmax`: the zoo's VAE whose sampler uses `surrogate="reinmax"` (the gradients
+    themselves are tested with the estimators)."""
+    from dab_keras import estimators
+    from dab_keras.zoo import vae_model
 
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("the gradients are taken with tf.GradientTape")
-    import tensorflow as tf
-
-    model = vae._reinmax_class()(latent="categorical", groups=2, categories=3, hidden_units=(8,), seed=3)
-    model.build()
-    logits = tf.constant(np.random.default_rng(0).normal(size=(5, 2, 3)) * 2.0, "float32")
-    upstream = tf.constant(np.random.default_rng(1).normal(size=(5, 2, 3)), "float32")
-    with tf.GradientTape() as tape:
-        tape.watch(logits)
-        z = vae.reinmax_surrogate(logits, model.draw(logits, training=False, seed=7), temperature) \
-            if temperature != 1.0 else model.draw(logits, training=True, seed=7)
-        objective = tf.reduce_sum(z * upstream)
-    hard = np.asarray(model.draw(logits, training=False, seed=7), "float64")
-    if temperature == 1.0:
-        np.testing.assert_array_equal(z, hard)  # exactly the hard sample
+    model = tasks.TASKS[f"vae_{latent}"].build(estimator, 0)
+    assert type(model) is vae_model.DiscreteVAEModel
+    sampler = model.sampler.estimator
+    assert sampler.surrogate == "reinmax"
+    if estimator == "reinmax":
+        assert isinstance(sampler, estimators.StraightThrough)
     else:
-        np.testing.assert_array_equal(z, np.zeros_like(hard))  # the surrogate alone is zero in value
-    u, logit = np.asarray(upstream, "float64"), np.asarray(logits, "float64")
-
-    def softmax(a):
-        e = np.exp(a - a.max(-1, keepdims=True))
-        return e / e.sum(-1, keepdims=True)
-
-    def softmax_vjp(p):
-        return p * (u - np.sum(p * u, axis=-1, keepdims=True))
-
-    pi0, pi1 = softmax(logit), (hard + softmax(logit / temperature)) / 2.0
-    expected = 2.0 * softmax_vjp(pi1) - 0.5 * softmax_vjp(pi0)
-    np.testing.assert_allclose(tape.gradient(objective, logits), expected, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="categorical latents"):
-        vae._reinmax_class()(latent="binary", bits=4, hidden_units=(8,), seed=3)
+        zoo_dab = vae_model.DiscreteVAEModel(latent=latent, estimator="dab", dab_residual=True, seed=0)
+        zoo_dab.build()
+        assert isinstance(sampler, estimators.DAB) and sampler.residual
+        assert model.sampler.estimator_state.approximator.get_config() == \
+            zoo_dab.sampler.estimator_state.approximator.get_config()
 
 
 def test_reinforce_vae_needs_two_samples():
@@ -345,7 +328,7 @@ def _random_data(seed=0):
 
 
 @pytest.mark.parametrize("task_name, estimator", [("vae_categorical", "relaxed"), ("vae_binary", "reinforce"),
-                                                  ("vae_categorical", "reinmax")])
+                                                  ("vae_categorical", "dab_reinmax")])
 def test_tiny_vae_run(task_name, estimator, monkeypatch):
     monkeypatch.setattr(vae, "IWAE_IMAGES", 20)
     task = tasks.TASKS[task_name]

@@ -90,6 +90,11 @@ def build_parser():
         "correction that starts at zero) instead of the paper's (the shipped weights'); default run "
         "folder dab_zoo_runs/MODEL-dab_residual",
     )
+    p.add_argument(
+        "--sample-gradient", choices=("relaxation", "reinmax"),
+        help="discrete VAEs, with straight_through or --dab-residual: the base gradient of the hard sample "
+        "(default: relaxation, straight-through Gumbel-Softmax / binary Concrete; reinmax: ReinMax's)",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_number, help="epochs to train")
     length.add_argument(
@@ -144,6 +149,10 @@ def build_parser():
     p.add_argument(
         "--dab-residual", action="store_true",
         help="with --estimator dab: the residual DAB (its own shipped weights, where they ship)",
+    )
+    p.add_argument(
+        "--sample-gradient", choices=("relaxation", "reinmax"),
+        help="discrete VAEs: the base gradient the weights were trained with (default: relaxation)",
     )
     p.add_argument(
         "--weights", type=_weights, default="pretrained",
@@ -224,7 +233,7 @@ def _cmd_train(args, argv):
         steps_per_epoch=args.steps_per_epoch,
         command=" ".join(["dab-zoo", *argv]),
         tensorboard=args.tensorboard,
-        config={"dab_residual": True} if args.dab_residual else None,
+        config=_config(args) or None,
     )
     if result["weights"] is None:
         print("this worker is not the chief: the chief writes the weights and manifest")
@@ -236,10 +245,18 @@ def _cmd_train(args, argv):
         print(f"{k}: {_fmt(v)}")
 
 
+def _config(args):
+    """The model's constructor arguments from `--dab-residual` and `--sample-gradient`."""
+    config = {"dab_residual": True} if args.dab_residual else {}
+    if args.sample_gradient is not None:
+        config["sample_gradient"] = args.sample_gradient
+    return config
+
+
 def _cmd_evaluate(args):
     from dab_keras import zoo
 
-    config = {"dab_residual": True} if args.dab_residual else {}
+    config = _config(args)
     metrics = zoo.evaluate(args.model, weights=args.weights, estimator=args.estimator, data=args.data, **config)
     for k, v in metrics.items():
         print(f"{k}: {_fmt(v)}")

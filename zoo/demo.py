@@ -66,10 +66,11 @@ def run(samples=3_000_000, jit_compile=None, verbose="auto", estimators=("dab_re
     Raises:
         ValueError: for an unknown name in `estimators`, or invalid `samples` or `jit_compile`.
     """
-    unknown = [e for e in estimators if e not in zoo_weights.WEIGHT_KEYS]
+    names = (*zoo_weights.ESTIMATORS, zoo_weights.RESIDUAL_DAB)  # the sorter's runs (no sample to ReinMax)
+    unknown = [e for e in estimators if e not in names]
     if unknown or not estimators:
         raise ValueError(
-            f"`estimators` must be names among {list(zoo_weights.WEIGHT_KEYS)}. Received: estimators={estimators!r}"
+            f"`estimators` must be names among {list(names)}. Received: estimators={estimators!r}"
         )
     task = registry.get("sorter")
     samples = training.check_arguments(task, samples=samples, jit_compile=jit_compile)["samples"]

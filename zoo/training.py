@@ -250,6 +250,8 @@ def check_arguments(
     if "dab_residual" in config:  # refused before any work, not when the model is built
         if not zoo_weights.check_dab_residual(config["dab_residual"], estimator):
             del config["dab_residual"]  # the default: the same run as without it (run.json, folder, manifest)
+    if "sample_gradient" in config:
+        _check_sample_gradient(task, estimator, config)
     if tensorboard is not False and tensorboard is not True and not isinstance(tensorboard, (str, os.PathLike)):
         raise ValueError(f"`tensorboard` must be a bool or a folder path. Received: tensorboard={tensorboard!r}")
     if tensorboard is not False and importlib.util.find_spec("tensorboard") is None:
@@ -431,6 +433,7 @@ def train(
             + f"--batch-size {batch_size} --lr {learning_rate:g} --seed {seed}"
             + (" --jit" if jit_compile else " --no-jit")
             + (" --dab-residual" if config.get("dab_residual") else "")
+            + (f" --sample-gradient {config['sample_gradient']}" if config.get("sample_gradient") else "")
         )
     record = saved if saved is not None else {"arguments": arguments, "command": command, "epochs": []}
     record["complete"] = False
@@ -699,6 +702,22 @@ def export_weights(task, estimator, config, model, path):
     return path
 
 
+def _check_sample_gradient(task, estimator, config):
+    """Checks `config["sample_gradient"]` before any work; drops it when it is the default."""
+    value = config["sample_gradient"]
+    if value not in ("relaxation", "reinmax"):
+        raise ValueError(f"`sample_gradient` must be 'relaxation' or 'reinmax'. Received: sample_gradient={value!r}")
+    if "sample_gradient" not in inspect.signature(task.constructor).parameters:
+        raise ValueError(f"`sample_gradient` applies to the discrete VAEs only. Received: model {task.name!r}")
+    if value == "relaxation":
+        del config["sample_gradient"]  # the default: the same run as without it
+    elif not (estimator == "straight_through" or (estimator == "dab" and config.get("dab_residual"))):
+        raise ValueError(
+            "`sample_gradient='reinmax'` sets the base gradient of 'straight_through' and of the residual DAB "
+            f"(--estimator dab --dab-residual). Received: estimator={estimator!r}"
+        )
+
+
 def _model_config(task, net, config):
     # The constructor's defaults merged with the overrides: what the weights need to load again.
     builder = task.constructor
@@ -708,12 +727,15 @@ def _model_config(task, net, config):
     out.update({k: v for k, v in config.items() if k in out})
     if not out.get("dab_residual", True):
         del out["dab_residual"]  # the paper's DAB: written as its manifests were before the option existed
+    if out.get("sample_gradient") == "relaxation":
+        del out["sample_gradient"]  # the default: written as the manifests were before the option existed
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
 def _run_name(estimator, config):
     # The default run folder's suffix: a residual DAB run does not share the paper's DAB folder.
-    return "dab_residual" if config.get("dab_residual") else estimator
+    return zoo_weights.weights_key(estimator, config.get("dab_residual", False),
+                                   config.get("sample_gradient", "relaxation"))
 
 
 def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0, **config):
@@ -748,6 +770,8 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
     """
     task = registry.get(model)
     estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
+    if "sample_gradient" in config:
+        _check_sample_gradient(task, estimator, config)
     config = {**_manifest_config(task, weights, estimator), **config}
     net = task.build(estimator, weights=weights, **config)
     return task.evaluate(net, data=data, verbose=verbose)

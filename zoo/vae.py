@@ -115,6 +115,7 @@ def DiscreteVAE(
     weights="pretrained",
     name=None,
     dab_residual=False,
+    sample_gradient="relaxation",
 ):
     """Builds the discrete-latent VAE of binarized MNIST: `(B, 28, 28, 1)` images in {0, 1}.
 
@@ -136,6 +137,11 @@ def DiscreteVAE(
             straight-through), `False` the paper's DAB (the approximator alone). The categorical VAE
             ships both kinds of DAB weights (`weights="pretrained"` loads the kind chosen here), the binary
             VAE the paper's only; weights load only into a model of the same choice. Defaults to `False`.
+        sample_gradient: The base gradient of `"straight_through"` and of the residual DAB:
+            `"relaxation"` (straight-through Gumbel-Softmax / binary Concrete, as the shipped weights) or
+            `"reinmax"` (ReinMax's second-order gradient, Liu et al. 2023: `StraightThrough(surrogate=
+            "reinmax")`, `DAB(surrogate="reinmax")`). Weights load only into a model of the same choice.
+            Defaults to `"relaxation"`.
         temperature: τ of the relaxation of `"relaxed"` and `"straight_through"`, where annealing
             starts (`fit(..., callbacks=[temperature_annealing(total_steps)])` anneals it to 0.3 as the
             recipe does; without a callback τ stays fixed). Defaults to `1.0`.
@@ -173,6 +179,7 @@ def DiscreteVAE(
         approximator_units=approximator_units,
         temperature=temperature,
         dab_residual=dab_residual,
+        sample_gradient=sample_gradient,
         name=name or model_name,
     )
     model.build((None, 28, 28, 1))
@@ -189,6 +196,8 @@ def DiscreteVAE(
             config["dab_residual"] = True
     elif key in ("relaxed", "straight_through"):
         config["temperature"] = model.temperature
+    if model.sample_gradient != "relaxation":  # left out when default, as in the manifests written before it
+        config["sample_gradient"] = model.sample_gradient
     zoo_weights.load(model, weights, model_name, key, config)
     return model
 

@@ -84,7 +84,13 @@ def _as_tuple(units):
     return (units,) if isinstance(units, int) else tuple(units)
 
 
-def _estimator(estimator, latent, temperature, approximator_units, categories, residual=False):
+#: The base gradient of the hard-sample estimators (`sample_gradient=`): the relaxation's (straight-through
+#: Gumbel-Softmax / binary Concrete) or ReinMax's.
+SAMPLE_GRADIENTS = ("relaxation", "reinmax")
+
+
+def _estimator(estimator, latent, temperature, approximator_units, categories, residual=False,
+               sample_gradient="relaxation"):
     """The estimator object of the sampling layer: names get the zoo's settings, objects pass through."""
     if not isinstance(estimator, str):
         return dab_estimators.get(estimator)
@@ -93,9 +99,10 @@ def _estimator(estimator, latent, temperature, approximator_units, categories, r
         return dab_estimators.Relaxed(temperature=temperature)
     # The latents are samples (logits plus noise): the straight-through base is the relaxation for both
     # kinds (straight-through Gumbel-Softmax / binary Concrete), not `Sign`'s identity, whose gradient
-    # ignores that a sample flips only near zero (trained with it, the binary encoder turns deterministic).
+    # ignores that a sample flips only near zero (trained with it, the binary encoder turns deterministic);
+    # or ReinMax's gradient, which reads the sample's logits.
     if key == "straight_through":
-        return dab_estimators.StraightThrough(surrogate="relaxation", temperature=temperature)
+        return dab_estimators.StraightThrough(surrogate=sample_gradient, temperature=temperature)
     if latent == "categorical":
         # A small dense MLP over the K categories of each group (shared by the groups).
         approximator = dk.layers.AxisMLP((categories,), units=approximator_units, name="approximator")
@@ -104,6 +111,8 @@ def _estimator(estimator, latent, temperature, approximator_units, categories, r
     # `"auto"` is already the relaxation for `ArgMax` (and keeps the state tag of the shipped residual
     # weights); bits need it named, as for straight-through.
     surrogate = "relaxation" if residual and latent == "binary" else "auto"
+    if sample_gradient == "reinmax":
+        surrogate = "reinmax"
     return dab_estimators.DAB(approximator=approximator, residual=residual, temperature=temperature,
                               surrogate=surrogate)
 
@@ -163,6 +172,7 @@ class DiscreteVAEModel(keras.Model):
         temperature=1.0,
         seed=None,
         dab_residual=False,
+        sample_gradient="relaxation",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -177,11 +187,22 @@ class DiscreteVAEModel(keras.Model):
         self.temperature = _validation.check_positive_float("temperature", temperature)
         self.seed = seed
         self.dab_residual = zoo_weights.check_dab_residual(dab_residual, estimator)
+        self.sample_gradient = _validation.check_one_of("sample_gradient", sample_gradient, SAMPLE_GRADIENTS)
+        if self.sample_gradient != "relaxation" and not (
+            isinstance(estimator, str)
+            and (zoo_weights.estimator_key(estimator) == "straight_through" or self.dab_residual)
+        ):
+            raise ValueError(
+                "`sample_gradient` sets the base gradient of 'straight_through' and of the residual DAB "
+                "(estimator='dab', dab_residual=True), given by name. "
+                f"Received: sample_gradient={sample_gradient!r}, estimator={estimator!r}, dab_residual={dab_residual!r}"
+            )
         self._estimator_arg = (
             estimator if isinstance(estimator, str) else dab_estimators.serialize(dab_estimators.get(estimator))
         )
         est = _estimator(
-            estimator, self.latent, self.temperature, self.approximator_units, self.categories, self.dab_residual
+            estimator, self.latent, self.temperature, self.approximator_units, self.categories, self.dab_residual,
+            self.sample_gradient,
         )
 
         self.flatten = keras.layers.Flatten(name="flatten")
@@ -267,7 +288,8 @@ class DiscreteVAEModel(keras.Model):
             float32 codes shaped like `logits`: one-hot along K, or ±1 (relaxed values in training with
             `"relaxed"`).
         """
-        return self.sampler(logits + self.latent_noise(ops.shape(logits), seed), training=training)
+        # The sampling layer adds the noise itself, so an estimator can read the logits (ReinMax needs them).
+        return self.sampler(logits, training=training, noise=self.latent_noise(ops.shape(logits), seed))
 
     def decode(self, z):
         """Bernoulli logits `(B, 28, 28, 1)` of p(x|z) for codes `z` (`(B, G, K)` one-hots or `(B, D)` ±1).
@@ -495,6 +517,7 @@ class DiscreteVAEModel(keras.Model):
             "temperature": self.temperature,
             "seed": self.seed,
             "dab_residual": self.dab_residual,
+            "sample_gradient": self.sample_gradient,
         }
 
     @classmethod

@@ -36,8 +36,12 @@ ESTIMATORS = ("dab", "straight_through", "relaxed")
 #: paper's DAB (`"dab"`), since one's approximator is not the other's.
 RESIDUAL_DAB = "dab_residual"
 
+#: The suffix of the key of weights trained with ReinMax's gradient as the base (`sample_gradient="reinmax"`
+#: of the discrete VAEs): `"straight_through_reinmax"`, `"dab_residual_reinmax"`.
+REINMAX = "_reinmax"
+
 #: Every key a shipped weight file may have (`weights=` takes each of them by name).
-WEIGHT_KEYS = (*ESTIMATORS, RESIDUAL_DAB)
+WEIGHT_KEYS = (*ESTIMATORS, RESIDUAL_DAB, f"straight_through{REINMAX}", f"{RESIDUAL_DAB}{REINMAX}")
 
 
 def weights_filename(model, estimator):
@@ -57,12 +61,16 @@ def weights_filename(model, estimator):
     return f"{model}-{estimator}{_SUFFIX}"
 
 
-def weights_key(estimator, dab_residual=False):
+def weights_key(estimator, dab_residual=False, sample_gradient="relaxation"):
     """Key of the weight files of an estimator key: `"dab_residual"` for the residual DAB, else the key itself.
+
+    Weights trained with ReinMax's gradient as the base (`sample_gradient="reinmax"`) add `"_reinmax"`.
 
     Args:
         estimator: Estimator key (`"dab"`, `"straight_through"`, `"relaxed"`) or `None` (a custom estimator).
         dab_residual: Whether the DAB is the residual one. Defaults to `False`.
+        sample_gradient: `"relaxation"` or `"reinmax"` (the discrete VAEs' option). Defaults to
+            `"relaxation"`.
 
     Returns:
         A key of `WEIGHT_KEYS`, or `None` for `estimator=None`.
@@ -70,8 +78,11 @@ def weights_key(estimator, dab_residual=False):
     Examples:
         >>> weights_key("dab"), weights_key("dab", dab_residual=True), weights_key("relaxed")
         ('dab', 'dab_residual', 'relaxed')
+        >>> weights_key("dab", dab_residual=True, sample_gradient="reinmax")
+        'dab_residual_reinmax'
     """
-    return RESIDUAL_DAB if estimator == "dab" and dab_residual else estimator
+    key = RESIDUAL_DAB if estimator == "dab" and dab_residual else estimator
+    return key + REINMAX if key is not None and sample_gradient == "reinmax" else key
 
 
 def shipped_keys(model):
@@ -268,13 +279,13 @@ def check_dab_residual(dab_residual, estimator):
 
 
 #: Arguments of a weights configuration that may be left out when they have their default (`check_config`
-#: compares the default with the other side's value). `dab_residual` is written only when `True`, so the
-#: manifests of the paper's DAB, written before it existed, keep matching.
-CONFIG_DEFAULTS = {"dab_residual": False}
+#: compares the default with the other side's value). `dab_residual` is written only when `True` and
+#: `sample_gradient` only when not `"relaxation"`, so the manifests written before they existed keep matching.
+CONFIG_DEFAULTS = {"dab_residual": False, "sample_gradient": "relaxation"}
 
 #: Arguments of a weights configuration that configure the estimator, not the network: they are not
 #: compared when the weights were trained with another estimator (its state is not loaded).
-ESTIMATOR_CONFIG = ("approximator_units", "dab_residual")
+ESTIMATOR_CONFIG = ("approximator_units", "dab_residual", "sample_gradient")
 
 
 def _normalize(value):
@@ -439,7 +450,10 @@ def load(model, weights, model_name, estimator, config):
     if weights is None:
         return None
     if isinstance(weights, str) and weights in ("pretrained", *WEIGHT_KEYS):
-        trained_with = weights_key(estimator, config.get("dab_residual", False)) if weights == "pretrained" else weights
+        trained_with = (
+            weights_key(estimator, config.get("dab_residual", False), config.get("sample_gradient", "relaxation"))
+            if weights == "pretrained" else weights
+        )
         if trained_with is None:
             raise ValueError(
                 "weights='pretrained' needs an estimator given by name ('dab', 'straight_through' or "
@@ -459,7 +473,7 @@ def load(model, weights, model_name, estimator, config):
         source = f"at {path}"
     else:
         raise ValueError(
-            "`weights` must be 'pretrained', an estimator name ('dab', 'dab_residual', 'straight_through', 'relaxed'), None "
+            f"`weights` must be 'pretrained', a weights key {WEIGHT_KEYS}, None "
             f"or the path of a .weights.h5 file. Received: {weights!r}"
         )
     manifest = {}

@@ -41,11 +41,12 @@ unbiased for any c_φ; c_φ(z) = η · f(σ_λ(z)) + r_ρ(σ_λ(z)) (REBAR's dec
 (η, log λ, ρ) is trained on the single-sample variance proxy mean ‖ĝ_ℓ‖² (a second-order gradient through
 nested tapes). Two decoder passes on relaxed samples and one on b per step.
 
-`reinmax` (`ReinMaxVAE`, categorical only): the hard sample with ReinMax's backward (Liu et al., "Bridging
-Discrete and Backpropagation: Straight-Through and Beyond", NeurIPS 2023), `reinmax_surrogate`: a
-second-order approximation of the gradient of E[f(D)] from the softmax Jacobians at π₀ = softmax(ℓ) and
-π₁ = (D + softmax(ℓ / τ)) / 2, τ = `REINMAX_TEMPERATURE`. A stronger hard-forward baseline than
-straight-through Gumbel: how close a hard forward can come to the Gumbel-Softmax here.
+`reinmax`: the hard sample with ReinMax's backward (Liu et al., "Bridging Discrete and Backpropagation:
+Straight-Through and Beyond", NeurIPS 2023), the library's `StraightThrough(surrogate="reinmax")`: a
+second-order approximation of the gradient of E[f(D)] from the Jacobians of the sample's mean μ at
+ℓ and at μ⁻¹((D + μ(ℓ)) / 2) (`dab_keras.estimators.reinmax_surrogate`). `dab_reinmax`: the zoo's
+residual DAB on that base, `DAB(surrogate="reinmax")` (the correction fitted to h minus the relaxation at
+the annealed τ, as `dab`; the bridge ReinMax's gradient plus the correction's).
 
 Test metrics (`evaluate`), all on the 10,000 test images binarized once (the zoo's
 `binarized_test_sets(...)["dynamic"]`), latent noise seeded as in the zoo's protocol:
@@ -83,9 +84,7 @@ PROBE_L2 = 1e-3
 #: Optimizer steps per compiled call (the runner fits 25 steps at a time).
 STEPS_PER_EXECUTION = 25
 VAE_ESTIMATORS = ("straight_through", "relaxed", "dab", "dab_paper", "reinforce", "straight_through_mean", "relax",
-                  "reinmax")
-#: τ of ReinMax's π₁ (Liu et al. use τ >= 1; 1 is their estimator without a temperature).
-REINMAX_TEMPERATURE = 1.0
+                  "reinmax", "dab_reinmax")
 #: Hidden units of RELAX's learned control-variate network r_ρ.
 RELAX_UNITS = 128
 #: Units of the test metrics (`"%"`: a fraction shown in percent).
@@ -226,65 +225,6 @@ def _mean_straight_through_class():
 
     return keras.saving.register_keras_serializable(package="benchmarks.study", name="MeanStraightThroughVAE")(
         MeanStraightThroughVAE)
-
-
-def reinmax_surrogate(logits, hard, temperature=REINMAX_TEMPERATURE):
-    r"""ReinMax's backward for a categorical sample (Liu et al., 2023), as a value-free surrogate.
-
-    With $\pi_0 = \operatorname{softmax}(\ell)$, D the hard one-hot sample and
-    $\pi_1 = (D + \operatorname{softmax}(\ell / \tau)) / 2$, the returned tensor is zero in value and
-    its vector-Jacobian product with an upstream u is
-
-    $$ 2\,(\operatorname{diag}\pi_1 - \pi_1\pi_1^\top)\,u - \tfrac12\,(\operatorname{diag}\pi_0 -
-       \pi_0\pi_0^\top)\,u, $$
-
-    a second-order (Heun's method) approximation of the gradient of E[f(D)] where straight-through is
-    the first-order one. $\pi_1$ enters through $\operatorname{softmax}(\operatorname{sg}(\log\pi_1 -
-    \ell) + \ell)$: its value, with the softmax Jacobian at $\pi_1$.
-
-    Args:
-        logits: `(..., K)` logits ℓ of the categorical distribution the sample was drawn from.
-        hard: The sample D, one-hot along the last axis, shaped like `logits`.
-        temperature: τ > 0 of $\pi_1$'s softmax. Defaults to `REINMAX_TEMPERATURE`.
-
-    Returns:
-        A tensor shaped like `logits`, zero in value: add it to the sample.
-    """
-    from keras import ops
-
-    hard = ops.stop_gradient(ops.cast(hard, logits.dtype))
-    pi0 = ops.softmax(logits, axis=-1)
-    pi1 = (hard + ops.softmax(logits / temperature, axis=-1)) / 2.0
-    pi1 = ops.softmax(ops.stop_gradient(ops.log(ops.maximum(pi1, 1e-30)) - logits) + logits, axis=-1)
-    pi2 = 2.0 * pi1 - 0.5 * pi0
-    return pi2 - ops.stop_gradient(pi2)
-
-
-def _reinmax_class():
-    import keras
-
-    from dab_keras.zoo import vae_model
-
-    class ReinMaxVAE(vae_model.DiscreteVAEModel):
-        """The zoo's categorical VAE whose hard sample back-propagates with ReinMax (`reinmax_surrogate`).
-
-        In training `draw` returns the hard sample of ℓ + Gumbel noise plus `reinmax_surrogate(ℓ, sample)`;
-        elsewhere it is the zoo model. Categorical latents only. No τ schedule (τ = `REINMAX_TEMPERATURE`).
-        """
-
-        def __init__(self, **kwargs):
-            kwargs.setdefault("estimator", "straight_through")
-            super().__init__(**kwargs)
-            if self.latent != "categorical":
-                raise ValueError(f"ReinMax is built here for categorical latents. Received: latent={self.latent!r}")
-
-        def draw(self, logits, training=False, seed=None):
-            hard = super().draw(logits, training=False, seed=seed)
-            if not training:
-                return hard
-            return hard + reinmax_surrogate(logits, hard)
-
-    return keras.saving.register_keras_serializable(package="benchmarks.study", name="ReinMaxVAE")(ReinMaxVAE)
 
 
 def conditional_gumbel(log_probs, hard, u):
@@ -564,6 +504,27 @@ def evaluate_vae(model, data, iwae_k=None, iwae_images=None):
     }
 
 
+def _reinmax_estimator(name, latent):
+    """`reinmax`: `StraightThrough(surrogate="reinmax")`; `dab_reinmax`: the zoo's residual DAB on that base.
+
+    The zoo model's defaults (τ, the approximator's units, the categories) are read from its signature,
+    and the DAB's approximator is the one the zoo builds for its own residual DAB.
+    """
+    import inspect
+
+    from dab_keras import estimators
+    from dab_keras.zoo import vae_model
+
+    defaults = {k: p.default for k, p in inspect.signature(vae_model.DiscreteVAEModel).parameters.items()}
+    temperature = defaults["temperature"]
+    if name == "reinmax":
+        return estimators.StraightThrough(surrogate="reinmax", temperature=temperature)
+    zoo_dab = vae_model._estimator("dab", latent, temperature, defaults["approximator_units"],
+                                   defaults["categories"], residual=True)
+    return estimators.DAB(approximator=zoo_dab.approximator, residual=True, surrogate="reinmax",
+                          temperature=temperature)
+
+
 def _vae_builder(latent):
     def build(estimator, seed):
         import keras
@@ -577,8 +538,9 @@ def _vae_builder(latent):
             model = relax_vae(latent=latent, seed=seed)
         elif estimator == "straight_through_mean":
             model = _mean_straight_through_class()(latent=latent, seed=seed)
-        elif estimator == "reinmax":
-            model = _reinmax_class()(latent=latent, seed=seed)
+        elif estimator in ("reinmax", "dab_reinmax"):
+            model = vae_model.DiscreteVAEModel(latent=latent, estimator=_reinmax_estimator(estimator, latent),
+                                               seed=seed)
         elif estimator in ("dab", "dab_paper"):
             model = vae_model.DiscreteVAEModel(latent=latent, estimator="dab", dab_residual=estimator == "dab",
                                                seed=seed)

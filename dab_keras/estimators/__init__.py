@@ -15,7 +15,14 @@ way, as `keras.quantizers` does.
 
 import keras
 
-from dab_keras.estimators.base import Bridgeable, Estimator, InferenceOnly, bridge, default_surrogate
+from dab_keras.estimators.base import (
+    Bridgeable,
+    Estimator,
+    InferenceOnly,
+    bridge,
+    default_surrogate,
+    reinmax_surrogate,
+)
 from dab_keras.estimators.dab import DAB, DABState
 from dab_keras.estimators.relaxed import Relaxed
 from dab_keras.estimators.state import EstimatorState, RunningSums, SumsMetric
@@ -121,5 +128,6 @@ __all__ = [
     "get",
     "bridge",
     "default_surrogate",
+    "reinmax_surrogate",
     "serialize",
 ]

@@ -49,7 +49,40 @@ def bridge(hard, surrogate):
     return _bridge(ops.stop_gradient(hard), surrogate)
 
 
-SURROGATES = ("auto", "identity", "relaxation")
+SURROGATES = ("auto", "identity", "relaxation", "reinmax")
+
+
+def reinmax_surrogate(op, logits, hard):
+    r"""ReinMax's gradient for a sample drawn from logits ℓ, as a tensor that is zero in value.
+
+    With $\mu$ the sample's mean given its logits (`op.sample_mean`: softmax for a categorical sample,
+    $\tanh(\ell/2)$ for a ±1 bit), $\pi_0 = \mu(\ell)$ and the midpoint $\pi_1 = (D + \pi_0)/2$
+    between the mean and the hard sample D, the returned tensor's vector-Jacobian product is
+
+    $$ \nabla_\ell = 2\, J_\mu(\mu^{-1}(\pi_1))^\top u - \tfrac12\, J_\mu(\ell)^\top u, $$
+
+    Heun's (second-order) approximation of the gradient of $E[f(D)]$ where straight-through's
+    $J_\mu(\ell)^\top u$ is the first-order one (Liu et al.'s ReinMax with τ = 1). $J_\mu$ at
+    $\mu^{-1}(\pi_1)$ comes from $\mu(\operatorname{sg}(\mu^{-1}(\pi_1) - \ell) + \ell)$: its value is
+    $\pi_1$, its Jacobian $\mu$'s there.
+
+    Args:
+        op: The sampling layer (it defines `sample_mean` and `sample_logits_of_mean`).
+        logits: ℓ, op axis last (the gradient flows to it).
+        hard: The sample D drawn from ℓ, shaped like `logits` (no gradient).
+
+    Returns:
+        A tensor shaped like `logits`, zero in value.
+
+    References:
+        Liu, Zhao, Cheng, Gao & Han, "Bridging Discrete and Backpropagation: Straight-Through and
+        Beyond", NeurIPS 2023, arXiv:2304.08612.
+    """
+    mean = op.sample_mean(logits)
+    midpoint = (ops.stop_gradient(ops.cast(hard, mean.dtype)) + ops.stop_gradient(mean)) / 2.0
+    shifted = op.sample_mean(ops.stop_gradient(op.sample_logits_of_mean(midpoint) - logits) + logits)
+    s = 2.0 * shifted - 0.5 * mean
+    return s - ops.stop_gradient(s)
 
 
 def default_surrogate(op, x, temperature, surrogate="auto"):
@@ -63,15 +96,17 @@ def default_surrogate(op, x, temperature, surrogate="auto"):
         op: The layer that owns the op (a `Bridgeable`).
         x: The op's input (op axis last).
         temperature: τ of the relaxation (a float or scalar tensor), used when the relaxation is chosen.
-        surrogate: `"auto"` (the identity where the op has one, the relaxation otherwise), `"identity"`
-            or `"relaxation"` (e.g. tanh for `Sign`: with a stochastic input, the straight-through of
-            the binary Concrete). Defaults to `"auto"`.
+        surrogate: `"auto"` (the identity where the op has one, the relaxation otherwise), `"identity"`,
+            `"relaxation"` (e.g. tanh for `Sign`: with a stochastic input, the straight-through of
+            the binary Concrete) or `"reinmax"` (for a sample: the relaxation's value with ReinMax's
+            gradient, `reinmax_surrogate`). Defaults to `"auto"`.
 
     Returns:
         A tensor shaped like the op's hard output, differentiable in `x`.
 
     Raises:
-        ValueError: for `surrogate="identity"` when the op has no identity surrogate.
+        ValueError: for `surrogate="identity"` when the op has no identity surrogate, or
+            `surrogate="reinmax"` outside a sampling call.
 
     Examples:
         >>> import numpy as np
@@ -84,7 +119,17 @@ def default_surrogate(op, x, temperature, surrogate="auto"):
         >>> np.asarray(default_surrogate(dab_keras.layers.Sign(), x, 1.0, "relaxation")).round(3).tolist()
         [[0.964, 0.0]]
     """
-    s = None if surrogate == "relaxation" else op.identity_surrogate(x)
+    if surrogate == "reinmax":
+        logits = getattr(op, "sampled_logits", None)
+        if logits is None or op.sample_mean(logits) is None:
+            raise ValueError(
+                "surrogate='reinmax' needs a sample whose logits the layer knows: ArgMax(stochastic=True) "
+                "in training, or ArgMax / Sign (margin 0) called with noise=. "
+                f"Received: a {type(op).__name__} call without one"
+            )
+        # The value is the relaxation's (what a residual DAB corrects); the gradient is ReinMax's.
+        return ops.stop_gradient(op.relax(x, temperature)) + reinmax_surrogate(op, logits, op.hard(x))
+    s = None if surrogate in ("relaxation", "reinmax") else op.identity_surrogate(x)
     if s is not None:
         return s
     if surrogate == "identity":

@@ -110,13 +110,15 @@ class DAB(Estimator):
             identity where the op has one, else the relaxation), `"identity"` or `"relaxation"`. For a
             sampled latent (`Sign` on logits plus logistic noise, as in a binary VAE) `"relaxation"`
             starts DAB as the straight-through binary Concrete instead of the identity, whose
-            gradient ignores that a sample flips only near zero. Only with `residual=True`.
-            Defaults to `"auto"`.
+            gradient ignores that a sample flips only near zero. `"reinmax"` (for a sample: `ArgMax`
+            stochastic or called with `noise=`, `Sign` called with `noise=`) starts DAB as ReinMax: the
+            bridge's gradient is ReinMax's plus the correction's, and $c_\theta$ is fitted to $h$ minus
+            the relaxation. Only with `residual=True`. Defaults to `"auto"`.
 
     Raises:
         ValueError: if `approximator` is neither `None` nor a Keras layer, `gamma` is not a finite
             number >= 0, `residual` is not a bool, `temperature` is not a finite number > 0, or
-            `surrogate` is not one of the three names (or not `"auto"` with `residual=False`).
+            `surrogate` is not one of the four names (or not `"auto"` with `residual=False`).
 
     Examples:
         >>> import numpy as np
@@ -211,9 +213,18 @@ class DAB(Estimator):
                 target.assign(ops.convert_to_numpy(source))  # a copy: JAX may donate buffers
         return state
 
-    def _base(self, op, x, state):
-        """$s(x)$ for a residual approximator, else `None`."""
-        return default_surrogate(op, x, state.temperature, self.surrogate) if self.residual else None
+    def _base(self, op, x, state, in_sample=True):
+        """$s(x)$ for a residual approximator, else `None`.
+
+        With `surrogate="reinmax"` and `in_sample=False` (inference, diagnostics), a call that draws no
+        sample takes the relaxation: the same value, without ReinMax's gradient (which needs the sample).
+        """
+        if not self.residual:
+            return None
+        surrogate = self.surrogate
+        if surrogate == "reinmax" and not in_sample and getattr(op, "sampled_logits", None) is None:
+            surrogate = "relaxation"
+        return default_surrogate(op, x, state.temperature, surrogate)
 
     def approximate(self, op, x, state):
         r"""The bridge's $g(x)$: what the layer's backward differentiates, $J_g(x)^\top u$.
@@ -221,6 +232,7 @@ class DAB(Estimator):
         $s(x) + c_\theta(x)$ for a residual approximator, $c_\theta(x)$ for the paper's, with the network's
         weights held constant (`approximator_output`): differentiable in `x` only. For diagnostics (how
         far g is from the hard op, what its Jacobian does to a gradient); training does not call it.
+        With `surrogate="reinmax"` outside a sampling call, $s$ is the relaxation (the same value).
 
         Args:
             op: The layer that owns the op (built, with this estimator).
@@ -239,7 +251,7 @@ class DAB(Estimator):
             >>> np.asarray(layer.estimator.approximate(layer, x, layer.estimator_state)).round(3).tolist()
             [[0.3, -2.0]]
         """
-        return self._bridge_input(state.approximator, x, self._base(op, x, state))
+        return self._bridge_input(state.approximator, x, self._base(op, x, state, in_sample=False))
 
     @staticmethod
     def _bridge_input(approximator, x, base):
@@ -266,7 +278,7 @@ class DAB(Estimator):
 
     def observe(self, op, x, hard, state):
         # At inference the layer outputs `hard`; g runs only to report its error (evaluate, validation).
-        error = approximation_error(state.approximator, x, hard, self._base(op, x, state))
+        error = approximation_error(state.approximator, x, hard, self._base(op, x, state, in_sample=False))
         state.record(ops.stop_gradient(error), self.gamma)
 
     def __repr__(self):

@@ -21,19 +21,23 @@ class StraightThrough(Estimator):
     - `"relaxation"`: the op's continuous relaxation at temperature τ, e.g. straight-through softmax for
       `ArgMax`, straight-through Gumbel for `ArgMax(stochastic=True)`, a straight-through relaxed
       permutation for `Sort`, soft top-k for `TopK`, tanh for `Sign`.
+    - `"reinmax"`: for a sample (`ArgMax(stochastic=True)` in training, or `ArgMax` / `Sign` called
+      with `noise=`), ReinMax's gradient (Liu et al. 2023; `dab_keras.estimators.reinmax_surrogate`):
+      a second-order correction of straight-through's $J_\mu(\ell)^\top u$ that uses the sample itself,
+      where μ is the sample's mean given its logits ℓ. No τ.
     - `"auto"` (default): identity where the op has one, relaxation otherwise.
 
     Args:
         clip_value: Optional float > 0; with the identity surrogate, zero gradient where
             `abs(x) > clip_value`. Defaults to `None` (no clipping).
-        surrogate: `"auto"`, `"identity"` or `"relaxation"`. Defaults to `"auto"`.
+        surrogate: `"auto"`, `"identity"`, `"relaxation"` or `"reinmax"`. Defaults to `"auto"`.
         temperature: τ > 0 of the relaxation surrogate. The layer keeps it in a non-trainable variable
             that `dab_keras.callbacks.TemperatureSchedule` can anneal. Defaults to `1.0`.
 
     Raises:
         ValueError: for an invalid argument. When the layer runs in training: `surrogate="identity"`
-            for an op without an identity surrogate (`ArgMax`, `Sort`, `TopK`), or `clip_value` set
-            where the relaxation surrogate is used.
+            for an op without an identity surrogate (`ArgMax`, `Sort`, `TopK`), `surrogate="reinmax"`
+            for a call that draws no sample, or `clip_value` set where the identity is not used.
 
     Examples:
         >>> import numpy as np
@@ -46,6 +50,8 @@ class StraightThrough(Estimator):
     References:
         Bengio, Léonard & Courville, "Estimating or Propagating Gradients Through Stochastic Neurons for
         Conditional Computation", 2013, arXiv:1308.3432.
+        Liu, Zhao, Cheng, Gao & Han, "Bridging Discrete and Backpropagation: Straight-Through and
+        Beyond", NeurIPS 2023, arXiv:2304.08612 (ReinMax).
     """
 
     name = "straight_through"
@@ -59,7 +65,7 @@ class StraightThrough(Estimator):
 
     def __call__(self, op, x, hard, state):
         if self.clip_value is not None and self.surrogate != "identity":
-            if self.surrogate == "relaxation" or op.identity_surrogate(x) is None:
+            if self.surrogate in ("relaxation", "reinmax") or op.identity_surrogate(x) is None:
                 raise ValueError(
                     f"`clip_value` applies to the identity surrogate only, and {type(op).__name__} uses its "
                     f"relaxation here (surrogate={self.surrogate!r}). Received: clip_value={self.clip_value}"

@@ -77,6 +77,7 @@ class DiscreteLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.estimator = estimators_lib.get(estimator)
         self.estimator_state = None
+        self._sampled_logits = None
 
     @property
     def temperature(self):
@@ -150,6 +151,69 @@ class DiscreteLayer(keras.layers.Layer):
             `None` in the base class; ops whose output is shaped like their input return `x`.
         """
         return None
+
+    def sample_mean(self, logits):
+        """The mean of the op's sample given its logits, E[hard(logits + noise)], or `None`.
+
+        Ops that draw samples (`ArgMax`: Gumbel noise, a categorical sample; `Sign`: logistic noise, a
+        ±1 bit) return it; the ReinMax surrogate (`surrogate="reinmax"`) needs it and its inverse
+        `sample_logits_of_mean`.
+
+        Args:
+            logits: The sample's logits, op axis last.
+
+        Returns:
+            `None` in the base class (the op defines no sampling distribution).
+        """
+        return None
+
+    def sample_logits_of_mean(self, mean):
+        """Logits whose `sample_mean` is `mean` (the inverse of `sample_mean`); `None` in the base class.
+
+        Args:
+            mean: A mean of the op's sample (strictly inside its range).
+
+        Returns:
+            Logits shaped like `mean`, or `None`.
+        """
+        return None
+
+    @property
+    def sampled_logits(self):
+        """The logits ℓ of the sample the layer is drawing (inside a sampling call), else `None`.
+
+        Set while the op runs on ℓ + noise (`ArgMax(stochastic=True)` in training, or a call with
+        `noise=`), so an estimator can read the distribution the hard output was drawn from.
+        """
+        return self._sampled_logits
+
+    def run_sample(self, logits, noise, training, rank):
+        """Runs the op on `logits + noise` (op axis last), with `sampled_logits` set to `logits` meanwhile.
+
+        Args:
+            logits: The sample's logits, op axis last.
+            noise: The perturbation, shaped like `logits`.
+            training: Whether the layer runs in training.
+            rank: Rank of the layer's input.
+
+        Returns:
+            What `run_op` returns.
+        """
+        self._sampled_logits = logits
+        try:
+            return self.run_op(logits + noise, training, rank)
+        finally:
+            self._sampled_logits = None
+
+    def noise_inputs(self, noise, x):
+        """`noise` in the op's layout (axis last) and math dtype, checked against the op input `x`."""
+        noise = ops.cast(noise, x.dtype)
+        if self.axis is not None and self._axis != len(noise.shape) - 1:
+            noise = ops.moveaxis(noise, self._axis, -1)
+        if tuple(noise.shape) != tuple(x.shape) and None not in tuple(noise.shape) + tuple(x.shape):
+            raise ValueError(f"`noise` must have the inputs' shape {tuple(x.shape)}. "
+                             f"Received: noise.shape={tuple(noise.shape)}")
+        return noise
 
     def default_approximator(self, shape):
         """A new, unbuilt DAB approximator for op inputs of `shape` (op axis last).

@@ -58,6 +58,33 @@ class Sign(DiscreteLayer):
     def identity_surrogate(self, x):
         return x
 
+    def call(self, inputs, training=None, noise=None):
+        """Runs the layer: the sign of `inputs`, or of `inputs + noise` read as a sample.
+
+        Args:
+            inputs: Floating-point tensor (logits ℓ when `noise` is given).
+            training: Whether the layer runs in training.
+            noise: Optional logistic noise L shaped like `inputs`, drawn by the caller: the output is
+                then the ±1 sample sign(ℓ + L), with P(+1) = σ(ℓ) (margin 0), and estimators can read ℓ
+                (`StraightThrough(surrogate="reinmax")`). Defaults to `None`.
+
+        Returns:
+            The sign, shaped like `inputs`.
+        """
+        x = self.op_inputs(inputs)
+        if noise is None:
+            return self.run_op(self.perturb(x), training, len(inputs.shape))
+        return self.run_sample(x, self.noise_inputs(noise, x), training, len(inputs.shape))
+
+    def sample_mean(self, logits):
+        """tanh(ℓ / 2) = E[sign(ℓ + L)] for logistic L (a binary sign; `None` with a margin)."""
+        return None if self.margin else keras.ops.tanh(logits / 2.0)
+
+    def sample_logits_of_mean(self, mean):
+        """2 artanh(m): logits whose ±1 sample has mean m."""
+        m = keras.ops.clip(mean, -1.0 + 1e-6, 1.0 - 1e-6)
+        return keras.ops.log1p(m) - keras.ops.log1p(-m)
+
     def default_approximator(self, shape):
         return ElementwiseMLP(dtype=self.dtype_policy, name="approximator")
 

@@ -23,7 +23,9 @@ class ArgMax(DiscreteLayer):
     Gradient: `"relaxed"` uses $\operatorname{softmax}((x + G)/\tau)$ — Gumbel-Softmax / Concrete when
     stochastic (the same noise as the hard sample), a tempered softmax otherwise; `"straight_through"`
     passes the gradient of that relaxation (straight-through softmax / ST-Gumbel); `"dab"` the gradient
-    of a dense approximator over `axis` (fed the perturbed logits when stochastic).
+    of a dense approximator over `axis` (fed the perturbed logits when stochastic). For a sample
+    (stochastic, or a call with `noise=`) `StraightThrough(surrogate="reinmax")` gives ReinMax's gradient
+    and `DAB(surrogate="reinmax")` a residual approximator that starts from it.
 
     Args:
         axis: Category axis (not the batch axis). Defaults to `-1`.
@@ -80,7 +82,7 @@ class ArgMax(DiscreteLayer):
         self.sample_at_inference = sample_at_inference
         self.seed_generator = keras.random.SeedGenerator(seed) if stochastic else None
 
-    def call(self, inputs, training=None, sample=None):
+    def call(self, inputs, training=None, sample=None, noise=None):
         """Runs the layer; `sample` (default: `training or sample_at_inference`) draws Gumbel noise.
 
         Args:
@@ -88,22 +90,42 @@ class ArgMax(DiscreteLayer):
             training: Whether the layer runs in training.
             sample: With `stochastic=True`, whether to sample (`True`) or take the mode (`False`).
                 Defaults to `None`: sample in training, and at inference if `sample_at_inference`.
+            noise: Optional Gumbel noise shaped like `inputs`, drawn by the caller (e.g. from its own
+                seeds): the output is then the sample one_hot(argmax(inputs + G)) with this G, in training
+                and at inference, for any `stochastic`. Defaults to `None`.
 
         Returns:
             The one-hot output along `axis`.
+
+        Raises:
+            ValueError: for `noise` with `sample=False`, or `noise` not shaped like `inputs`.
         """
+        if noise is not None and sample is False:
+            raise ValueError("`noise` draws a sample: it cannot be combined with sample=False. Received: sample=False")
         if sample is None:
             sample = bool(training) or self.sample_at_inference
         x = self.op_inputs(inputs)
+        rank = len(inputs.shape)
+        if noise is not None:
+            return self.run_sample(x, self.noise_inputs(noise, x), training, rank)
         if self.stochastic and sample:
-            x = x + dab_ops.gumbel_noise(keras.ops.shape(x), self.seed_generator, x.dtype)
-        return self.run_op(x, training, len(inputs.shape))
+            return self.run_sample(x, dab_ops.gumbel_noise(keras.ops.shape(x), self.seed_generator, x.dtype),
+                                   training, rank)
+        return self.run_op(x, training, rank)
 
     def hard(self, x):
         return dab_ops.one_hot_argmax(x)
 
     def relax(self, x, temperature):
         return dab_ops.tempered_softmax(x, temperature)
+
+    def sample_mean(self, logits):
+        """softmax(ℓ): the probabilities of the Gumbel-max sample of logits ℓ."""
+        return ops.softmax(logits, axis=-1)
+
+    def sample_logits_of_mean(self, mean):
+        """log π: logits whose softmax is the probability vector π."""
+        return ops.log(ops.maximum(mean, 1e-30))
 
     def default_approximator(self, shape):
         return AxisMLP((shape[-1],), dtype=self.dtype_policy, name="approximator")

@@ -409,6 +409,120 @@ def test_residual_dab_learns_a_correction_that_lowers_its_error():
     assert errors[-1] < 0.8 * identity_error
 
 
+# --------------------------------------------------------------------------- ReinMax (a sample's surrogate)
+
+
+def gumbel(rng, shape):
+    return -np.log(-np.log(rng.uniform(1e-6, 1.0, size=shape))).astype("float32")
+
+
+def softmax_vjp(p, u):
+    return p * (u - np.sum(p * u, axis=-1, keepdims=True))
+
+
+def reinmax_categorical(logits, sample, u):
+    """Liu et al.'s ReinMax (τ = 1) by hand: 2 J(π₁)u − J(π₀)u / 2, π₀ = softmax(ℓ), π₁ = (D + π₀) / 2."""
+    p0 = softmax(logits)
+    return 2.0 * softmax_vjp((sample + p0) / 2.0, u) - 0.5 * softmax_vjp(p0, u)
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("source", ["noise", "stochastic"])
+def test_reinmax_straight_through_on_a_categorical_sample(rng, axis, source):
+    logits = (2.0 * rng.normal(size=(4, 5, 3))).astype("float32")
+    upstream = rng.normal(size=logits.shape).astype("float32")
+    noise = gumbel(rng, logits.shape)
+    estimator = estimators.StraightThrough(surrogate="reinmax")
+    if source == "noise":
+        layer = layers.ArgMax(axis=axis, estimator=estimator)
+        run = lambda v: layer(v, training=True, noise=noise)  # noqa: E731
+    else:
+        layer = layers.ArgMax(axis=axis, stochastic=True, seed=3, estimator=estimator)
+        run = lambda v: layer(v, training=True)  # noqa: E731
+    layer(logits)  # build
+    if source == "stochastic":
+        layer.seed_generator.state.assign(np.array([3, 0], layer.seed_generator.state.dtype))
+    sample = np.asarray(run(logits), np.float64)
+    if source == "noise":  # exactly the Gumbel-max sample of the given noise
+        np.testing.assert_array_equal(sample, np.moveaxis(np.eye(3 if axis == -1 else 5)[
+            np.moveaxis(logits + noise, axis, -1).argmax(-1)], -1, axis))
+    assert set(np.unique(sample)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(sample.sum(axis=axis), 1.0)
+    if source == "stochastic":  # the same sample again for the gradient
+        layer.seed_generator.state.assign(np.array([3, 0], layer.seed_generator.state.dtype))
+    grad = gradients.vjp(run, logits, upstream)
+    move = lambda t: np.moveaxis(np.asarray(t, np.float64), axis, -1)  # noqa: E731
+    expected = np.moveaxis(reinmax_categorical(move(logits), move(sample), move(upstream)), -1, axis)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
+    # a second-order term: not straight-through Gumbel's softmax Jacobian
+    assert np.abs(grad - np.moveaxis(softmax_vjp(softmax(move(logits)), move(upstream)), -1, axis)).max() > 1e-2
+
+
+def test_reinmax_straight_through_on_a_bit_sample(rng):
+    logits = (2.0 * rng.normal(size=(6, 4))).astype("float32")
+    upstream = rng.normal(size=logits.shape).astype("float32")
+    noise = rng.logistic(size=logits.shape).astype("float32")
+    layer = layers.Sign(estimator=estimators.StraightThrough(surrogate="reinmax"))
+    sample = np.asarray(layer(logits, training=True, noise=noise), np.float64)
+    np.testing.assert_array_equal(sample, np.where(logits + noise >= 0, 1.0, -1.0))
+    grad = gradients.vjp(lambda v: layer(v, training=True, noise=noise), logits, upstream)
+    # two categories (ℓ, 0) with z = D₊ − D₋: (4 p₁(1 − p₁) − p₀(1 − p₀)) u, p₀ = σ(ℓ), p₁ = ((1 + z)/2 + p₀)/2
+    p0 = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    p1 = ((1.0 + sample) / 2.0 + p0) / 2.0
+    np.testing.assert_allclose(grad, (4 * p1 * (1 - p1) - p0 * (1 - p0)) * upstream, rtol=1e-4, atol=1e-5)
+    two = np.stack([logits, np.zeros_like(logits)], -1).astype(np.float64)  # the categorical case, directly
+    onehot = np.stack([(1 + sample) / 2, (1 - sample) / 2], -1)
+    np.testing.assert_allclose(grad, reinmax_categorical(two, onehot, np.stack([upstream, -upstream], -1))[..., 0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_residual_dab_on_reinmax_adds_its_correction_to_reinmaxs_gradient(rng):
+    logits = (2.0 * rng.normal(size=(4, 6, 3))).astype("float32")
+    upstream = rng.normal(size=logits.shape).astype("float32")
+    noise = gumbel(rng, logits.shape)
+    layer = layers.ArgMax(estimator=estimators.DAB(surrogate="reinmax", temperature=0.5, gamma=1.0))
+    layer(logits)
+    network = layer.approximator
+    for weight in network.trainable_weights:  # a non-zero correction c
+        weight.assign(rng.normal(0.0, 0.3, weight.shape).astype("float32"))
+    x = logits + noise
+    layer.estimator_state.reported_metrics()[0].reset_state()  # the error reported from here on
+    grad = gradients.vjp(lambda v: layer(v, training=True, noise=noise), logits, upstream)
+    sample = np.eye(3)[x.argmax(-1)]
+    correction = gradients.vjp(lambda v: network(v), x, upstream)  # J_c(ℓ + G)ᵀu
+    np.testing.assert_allclose(grad, reinmax_categorical(logits, sample, upstream) + correction, rtol=1e-4,
+                               atol=1e-5)
+    # c is fitted to h minus the relaxation at τ: the reported error is that of softmax((ℓ + G)/τ) + c
+    fitted = softmax(x / 0.5) + np.asarray(network(x), np.float64)
+    error = np.mean(np.sum((fitted - sample) ** 2, axis=(1, 2)))
+    np.testing.assert_allclose(float(layer.estimator_state.reported_metrics()[0].result()["approximation_error"]),
+                               error, rtol=1e-4)
+    assert layer.estimator.state_tag == "ResidualDAB-reinmax"
+    restored = estimators.get(estimators.serialize(layer.estimator))
+    assert restored.surrogate == "reinmax" and restored.residual
+
+
+def test_reinmax_needs_a_sample_and_a_sampling_op(rng):
+    x = rng.normal(size=(2, 3)).astype("float32")
+    reinmax = estimators.StraightThrough(surrogate="reinmax")
+    with pytest.raises(ValueError, match=r"surrogate='reinmax' needs a sample.*Received: a ArgMax call without one"):
+        layers.ArgMax(estimator=reinmax)(x, training=True)
+    with pytest.raises(ValueError, match=r"surrogate='reinmax' needs a sample.*Received: a Sign call without one"):
+        layers.Sign(margin=0.5, estimator=reinmax)(x, training=True, noise=np.zeros_like(x))  # ternary: no mean
+    with pytest.raises(ValueError, match=r"surrogate='reinmax' needs a sample"):
+        layers.Sort(estimator=reinmax)(x, training=True)
+    with pytest.raises(ValueError, match=r"`clip_value` applies to the identity surrogate only"):
+        layers.Sign(estimator=estimators.StraightThrough(surrogate="reinmax", clip_value=1.0))(
+            x, training=True, noise=np.zeros_like(x))
+    with pytest.raises(ValueError, match=r"`noise` draws a sample: it cannot be combined with sample=False"):
+        layers.ArgMax(stochastic=True)(x, sample=False, noise=np.zeros_like(x))
+    with pytest.raises(ValueError, match=r"`noise` must have the inputs' shape \(2, 3\)"):
+        layers.ArgMax()(x, noise=np.zeros((2, 4), "float32"))
+    # at inference the layer outputs the sample of the given noise (no estimator involved)
+    noise = np.array([[0.0, 5.0, 0.0], [9.0, 0.0, 0.0]], "float32")
+    np.testing.assert_array_equal(np.asarray(layers.ArgMax(estimator=reinmax)(x, noise=noise)), np.eye(3)[[1, 0]])
+
+
 # --------------------------------------------------------------------------- get / config / validation
 
 

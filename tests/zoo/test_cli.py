@@ -59,6 +59,12 @@ def test_help_everywhere(argv, capsys):
         (["train", "sorter", "--estimator", "straight_through", "--dab-residual", *TINY],
          "`dab_residual=True` needs estimator='dab' (given by name). Received: estimator='straight_through'"),
         (["train", "discrete_vae", "--dab-residual", *TINY], "Received: estimator='relaxed'"),  # its default
+        (["train", "sorter", "--sample-gradient", "reinmax", *TINY],
+         "`sample_gradient` applies to the discrete VAEs only. Received: model 'sorter'"),
+        (["train", "discrete_vae", "--estimator", "dab", "--sample-gradient", "reinmax", *TINY],
+         "`sample_gradient='reinmax'` sets the base gradient of 'straight_through' and of the residual DAB"),
+        (["evaluate", "discrete_vae", "--sample-gradient", "reinmax"], "Received: estimator='relaxed'"),
+        (["train", "discrete_vae", "--sample-gradient", "gumbel"], "invalid choice: 'gumbel'"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):

@@ -294,6 +294,58 @@ def test_binary_latent_straight_through_and_residual_dab_start_from_the_binary_c
     np.testing.assert_allclose(res["grad_x"], (1 - np.tanh(a64 / 0.5) ** 2) / 0.5 * upstream, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("latent", ["categorical", "binary"])
+@pytest.mark.parametrize("estimator,config", [("straight_through", {}), ("dab", {"dab_residual": True})])
+def test_reinmax_sample_gradient_builds_the_reinmax_base_and_round_trips(tmp_path, latent, estimator, config):
+    model = _small(latent, estimator, sample_gradient="reinmax", **config)
+    assert model.sampler.estimator.surrogate == "reinmax"
+    if estimator == "dab":
+        assert model.sampler.estimator.state_tag == "ResidualDAB-reinmax"
+    assert model.get_config()["sample_gradient"] == "reinmax"
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = _images(8)
+    before = _np(model.encoder_layers[0].kernel).copy()
+    model.fit(x, epochs=1, batch_size=4, verbose=0)  # the sampler reads the logits: the encoder trains
+    assert not np.allclose(_np(model.encoder_layers[0].kernel), before)
+    path = tmp_path / "vae.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.sample_gradient == "reinmax" and loaded.sampler.estimator.surrogate == "reinmax"
+    np.testing.assert_allclose(_np(loaded.encode(x)), _np(model.encode(x)), rtol=1e-6)
+
+
+def test_reinmax_sample_gradient_is_checked_and_keeps_weights_apart():
+    with pytest.raises(ValueError, match=r"`sample_gradient` must be one of .*Received: sample_gradient='rein'"):
+        _small("categorical", "straight_through", sample_gradient="rein")
+    for estimator, config in (("relaxed", {}), ("dab", {})):  # the relaxation itself; the paper's DAB
+        with pytest.raises(ValueError, match=r"`sample_gradient` sets the base gradient of 'straight_through'"):
+            _small("categorical", estimator, sample_gradient="reinmax", **config)
+    assert zoo.weights.weights_key("dab", True, "reinmax") == "dab_residual_reinmax"
+    assert zoo.weights.weights_key("straight_through", False, "reinmax") == "straight_through_reinmax"
+    # weights trained with the relaxation's base do not load into a ReinMax model (the config says why)
+    shipped = zoo.weights.WEIGHTS_DIR / "discrete_vae-dab_residual.weights.h5"
+    with pytest.raises(ValueError, match=r"sample_gradient='reinmax' \(weights: 'relaxation'\)"):
+        vae.DiscreteVAE(estimator="dab", dab_residual=True, sample_gradient="reinmax", weights=str(shipped))
+
+
+def test_train_refuses_a_reinmax_base_where_there_is_none(tmp_path):
+    from dab_keras.zoo import training
+
+    with pytest.raises(ValueError, match=r"`sample_gradient` applies to the discrete VAEs only. Received: model 'sorter'"):
+        zoo.train("sorter", samples=2048, config={"sample_gradient": "reinmax"}, output_dir=tmp_path / "s")
+    with pytest.raises(ValueError, match=r"`sample_gradient='reinmax'` sets the base gradient.*estimator='relaxed'"):
+        zoo.train("discrete_vae", estimator="relaxed", epochs=1, config={"sample_gradient": "reinmax"},
+                  output_dir=tmp_path / "v")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "v").exists()
+    task = zoo.registry.get("discrete_vae")
+    checked = training.check_arguments(task, estimator="dab", config={"dab_residual": True,
+                                                                      "sample_gradient": "reinmax"})
+    assert checked["config"] == {"dab_residual": True, "sample_gradient": "reinmax"}
+    assert training._run_name("dab", checked["config"]) == "dab_residual_reinmax"
+    default = training.check_arguments(task, estimator="straight_through", config={"sample_gradient": "relaxation"})
+    assert default["config"] == {}  # the default is the same run as without it
+
+
 def test_tasks_are_registered_with_their_latents():
     assert {"discrete_vae", "binary_vae"} <= set(zoo.list_models())
     task = zoo.registry.get("binary_vae")
@@ -312,13 +364,18 @@ _SHARED_MNIST = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" 
 _VAE_MANIFESTS = [m for m in zoo.weights.shipped_manifests() if m["model"] in ("discrete_vae", "binary_vae")]
 
 
+def _estimator_config(manifest):
+    """The estimator's constructor arguments a shipped VAE manifest records (`dab_residual`, `sample_gradient`)."""
+    return {"dab_residual": manifest["config"].get("dab_residual", False),
+            "sample_gradient": manifest["config"].get("sample_gradient", "relaxation")}
+
+
 @pytest.mark.tensorflow_only  # the manifests' numbers come from TensorFlow's random streams
 @pytest.mark.skipif(not _SHARED_MNIST.is_file(), reason="no local copy of mnist.npz beside the checkout")
 @pytest.mark.parametrize("manifest", _VAE_MANIFESTS, ids=lambda m: m["weights"])
 def test_pretrained_vaes_reproduce_their_manifests_on_real_mnist(manifest):
     task = zoo.registry.get(manifest["model"])
-    residual = manifest["config"].get("dab_residual", False)
-    net = task.build(manifest["estimator"], weights="pretrained", dab_residual=residual)
+    net = task.build(manifest["estimator"], weights="pretrained", **_estimator_config(manifest))
     metrics = task.evaluate(net, data=_SHARED_MNIST, iwae_k=0)
     for key in ("neg_elbo", "neg_elbo_threshold"):
         assert metrics[key] == pytest.approx(manifest["metrics"][key], abs=1e-3), key
@@ -336,8 +393,7 @@ def _datasets(path):
 @pytest.mark.parametrize("manifest", _VAE_MANIFESTS, ids=lambda m: m["weights"])
 def test_the_weight_layout_of_the_shipped_files_is_kept(manifest, tmp_path):
     task = zoo.registry.get(manifest["model"])
-    residual = manifest["config"].get("dab_residual", False)
-    fresh = task.build(manifest["estimator"], dab_residual=residual)
+    fresh = task.build(manifest["estimator"], **_estimator_config(manifest))
     fresh.save_weights(tmp_path / "fresh.weights.h5")
     saved, shipped = _datasets(tmp_path / "fresh.weights.h5"), _datasets(zoo.weights.WEIGHTS_DIR / manifest["weights"])
     # Every variable the model saves comes from the shipped file, at the same place and shape; the only
@@ -346,7 +402,7 @@ def test_the_weight_layout_of_the_shipped_files_is_kept(manifest, tmp_path):
     assert saved.items() <= shipped.items()
     assert not any(name.startswith("vars/") for name in saved)
     assert [name for name in shipped if name.startswith("vars/")] in (["vars/0"], [])
-    loaded = task.build(manifest["estimator"], weights="pretrained", dab_residual=residual)
+    loaded = task.build(manifest["estimator"], weights="pretrained", **_estimator_config(manifest))
     x = _images(3, seed=8)
     assert not np.allclose(_np(loaded.encode(x)), _np(fresh.encode(x)))
 
