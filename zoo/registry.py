@@ -83,7 +83,7 @@ def describe():
 
     Examples:
         >>> [(row["name"], row["pretrained"]) for row in describe()]  # doctest: +NORMALIZE_WHITESPACE
-        [('binary_vae', ['dab']), ('discrete_vae', ['dab', 'dab_residual', 'relaxed']),
+        [('binary_vae', ['dab']), ('discrete_vae', ['dab', 'dab_residual', 'dab_residual_reinmax', 'relaxed']),
          ('mnist_classifier', ['dab', 'dab_residual', 'relaxed', 'straight_through']),
          ('sorter', ['dab', 'dab_residual', 'straight_through'])]
     """

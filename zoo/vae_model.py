@@ -145,6 +145,10 @@ class DiscreteVAEModel(keras.Model):
             the op's straight-through surrogate and starts at zero, so training starts as
             straight-through), `False` the paper's DAB (the approximator alone). Defaults to `False`
             (also for configs saved before it existed).
+        sample_gradient: The base gradient of `"straight_through"` and of the residual DAB (given by
+            name): `"relaxation"` (straight-through Gumbel-Softmax / binary Concrete) or `"reinmax"`
+            (ReinMax's, `surrogate="reinmax"`; the sampler reads the logits). Defaults to
+            `"relaxation"` (also for configs saved before it existed).
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:

@@ -234,7 +234,7 @@ def shipped_manifests(model=None):
     Examples:
         >>> [m["weights"] for m in shipped_manifests("discrete_vae")]  # doctest: +NORMALIZE_WHITESPACE
         ['discrete_vae-dab.weights.h5', 'discrete_vae-dab_residual.weights.h5',
-         'discrete_vae-relaxed.weights.h5']
+         'discrete_vae-dab_residual_reinmax.weights.h5', 'discrete_vae-relaxed.weights.h5']
     """
     if not WEIGHTS_DIR.is_dir():
         return []

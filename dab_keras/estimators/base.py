@@ -74,6 +74,22 @@ def reinmax_surrogate(op, logits, hard):
     Returns:
         A tensor shaped like `logits`, zero in value.
 
+    Examples:
+        A categorical sample's ReinMax gradient through `ArgMax` called with the caller's Gumbel noise
+        (zero in value, so the layer's output is the hard sample):
+
+        >>> import numpy as np
+        >>> import dab_keras
+        >>> layer = dab_keras.layers.ArgMax()
+        >>> logits = keras.ops.convert_to_tensor([[1.0, 0.0, -1.0]])
+        >>> sample = keras.ops.convert_to_tensor([[0.0, 1.0, 0.0]])
+        >>> np.asarray(reinmax_surrogate(layer, logits, sample)).tolist()
+        [[0.0, 0.0, 0.0]]
+        >>> estimator = dab_keras.estimators.StraightThrough(surrogate="reinmax")
+        >>> noise = np.array([[0.0, 3.0, 0.0]], "float32")
+        >>> np.asarray(dab_keras.layers.ArgMax(estimator=estimator)(logits, training=True, noise=noise)).tolist()
+        [[0.0, 1.0, 0.0]]
+
     References:
         Liu, Zhao, Cheng, Gao & Han, "Bridging Discrete and Backpropagation: Straight-Through and
         Beyond", NeurIPS 2023, arXiv:2304.08612.

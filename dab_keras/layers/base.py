@@ -206,7 +206,18 @@ class DiscreteLayer(keras.layers.Layer):
             self._sampled_logits = None
 
     def noise_inputs(self, noise, x):
-        """`noise` in the op's layout (axis last) and math dtype, checked against the op input `x`."""
+        """`noise` in the op's layout (axis last) and math dtype, checked against the op input `x`.
+
+        Args:
+            noise: The caller's noise, in the layer's input layout.
+            x: The op's input (`op_inputs(inputs)`), op axis last.
+
+        Returns:
+            `noise` cast to `x`'s dtype with the op axis last.
+
+        Raises:
+            ValueError: if `noise` is not shaped like the inputs.
+        """
         noise = ops.cast(noise, x.dtype)
         if self.axis is not None and self._axis != len(noise.shape) - 1:
             noise = ops.moveaxis(noise, self._axis, -1)

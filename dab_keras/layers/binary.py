@@ -77,11 +77,25 @@ class Sign(DiscreteLayer):
         return self.run_sample(x, self.noise_inputs(noise, x), training, len(inputs.shape))
 
     def sample_mean(self, logits):
-        """tanh(ℓ / 2) = E[sign(ℓ + L)] for logistic L (a binary sign; `None` with a margin)."""
+        """tanh(ℓ / 2) = E[sign(ℓ + L)] for logistic L (a binary sign; `None` with a margin).
+
+        Args:
+            logits: ℓ, one per bit.
+
+        Returns:
+            The ±1 sample's mean, shaped like `logits`, or `None` for a ternary sign (margin > 0).
+        """
         return None if self.margin else keras.ops.tanh(logits / 2.0)
 
     def sample_logits_of_mean(self, mean):
-        """2 artanh(m): logits whose ±1 sample has mean m."""
+        """2 artanh(m): logits whose ±1 sample has mean m.
+
+        Args:
+            mean: m in (−1, 1) (clipped 1e-6 inside the bounds).
+
+        Returns:
+            Logits shaped like `mean`.
+        """
         m = keras.ops.clip(mean, -1.0 + 1e-6, 1.0 - 1e-6)
         return keras.ops.log1p(m) - keras.ops.log1p(-m)
 

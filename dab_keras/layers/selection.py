@@ -120,11 +120,25 @@ class ArgMax(DiscreteLayer):
         return dab_ops.tempered_softmax(x, temperature)
 
     def sample_mean(self, logits):
-        """softmax(ℓ): the probabilities of the Gumbel-max sample of logits ℓ."""
+        """softmax(ℓ): the probabilities of the Gumbel-max sample of logits ℓ.
+
+        Args:
+            logits: ℓ, category axis last.
+
+        Returns:
+            The one-hot sample's mean, shaped like `logits`.
+        """
         return ops.softmax(logits, axis=-1)
 
     def sample_logits_of_mean(self, mean):
-        """log π: logits whose softmax is the probability vector π."""
+        """log π: logits whose softmax is the probability vector π.
+
+        Args:
+            mean: π, probabilities along the last axis (floored at 1e-30 before the log).
+
+        Returns:
+            Logits shaped like `mean`.
+        """
         return ops.log(ops.maximum(mean, 1e-30))
 
     def default_approximator(self, shape):

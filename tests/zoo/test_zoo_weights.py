@@ -133,8 +133,8 @@ def test_shipped_weights_match_their_manifest_and_load(manifest):
     for field in ("command", "data"):
         assert not re.search(r"(^|[\s(])(/|[A-Za-z]:\\|~)", manifest[field]), (field, manifest[field])
     task = registry.get(manifest["model"])
-    model = task.build(manifest["estimator"], weights="pretrained",
-                       dab_residual=manifest["config"].get("dab_residual", False))
+    estimator_config = {k: manifest["config"][k] for k in ("dab_residual", "sample_gradient") if k in manifest["config"]}
+    model = task.build(manifest["estimator"], weights="pretrained", **estimator_config)
     network = [w for w in model.trainable_weights if "approximator" not in w.path]
     assert sum(int(np.prod(w.shape)) for w in network) == _network_parameters(manifest["model"], manifest["config"])
     # Every trainable array of the model is one of the file's (so the file's values were loaded).
