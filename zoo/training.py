@@ -704,18 +704,11 @@ def export_weights(task, estimator, config, model, path):
 
 def _check_sample_gradient(task, estimator, config):
     """Checks `config["sample_gradient"]` before any work; drops it when it is the default."""
-    value = config["sample_gradient"]
-    if value not in ("relaxation", "reinmax"):
-        raise ValueError(f"`sample_gradient` must be 'relaxation' or 'reinmax'. Received: sample_gradient={value!r}")
     if "sample_gradient" not in inspect.signature(task.constructor).parameters:
         raise ValueError(f"`sample_gradient` applies to the discrete VAEs only. Received: model {task.name!r}")
+    value = zoo_weights.check_sample_gradient(config["sample_gradient"], estimator, config.get("dab_residual", False))
     if value == "relaxation":
         del config["sample_gradient"]  # the default: the same run as without it
-    elif not (estimator == "straight_through" or (estimator == "dab" and config.get("dab_residual"))):
-        raise ValueError(
-            "`sample_gradient='reinmax'` sets the base gradient of 'straight_through' and of the residual DAB "
-            f"(--estimator dab --dab-residual). Received: estimator={estimator!r}"
-        )
 
 
 def _model_config(task, net, config):

@@ -84,11 +84,6 @@ def _as_tuple(units):
     return (units,) if isinstance(units, int) else tuple(units)
 
 
-#: The base gradient of the hard-sample estimators (`sample_gradient=`): the relaxation's (straight-through
-#: Gumbel-Softmax / binary Concrete) or ReinMax's.
-SAMPLE_GRADIENTS = ("relaxation", "reinmax")
-
-
 def _estimator(estimator, latent, temperature, approximator_units, categories, residual=False,
                sample_gradient="relaxation"):
     """The estimator object of the sampling layer: names get the zoo's settings, objects pass through."""
@@ -191,16 +186,7 @@ class DiscreteVAEModel(keras.Model):
         self.temperature = _validation.check_positive_float("temperature", temperature)
         self.seed = seed
         self.dab_residual = zoo_weights.check_dab_residual(dab_residual, estimator)
-        self.sample_gradient = _validation.check_one_of("sample_gradient", sample_gradient, SAMPLE_GRADIENTS)
-        if self.sample_gradient != "relaxation" and not (
-            isinstance(estimator, str)
-            and (zoo_weights.estimator_key(estimator) == "straight_through" or self.dab_residual)
-        ):
-            raise ValueError(
-                "`sample_gradient` sets the base gradient of 'straight_through' and of the residual DAB "
-                "(estimator='dab', dab_residual=True), given by name. "
-                f"Received: sample_gradient={sample_gradient!r}, estimator={estimator!r}, dab_residual={dab_residual!r}"
-            )
+        self.sample_gradient = zoo_weights.check_sample_gradient(sample_gradient, estimator, self.dab_residual)
         self._estimator_arg = (
             estimator if isinstance(estimator, str) else dab_estimators.serialize(dab_estimators.get(estimator))
         )

@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 
+from dab_keras import _validation
 from dab_keras import estimators as dab_estimators
 from dab_keras.zoo import data as zoo_data
 
@@ -276,6 +277,45 @@ def check_dab_residual(dab_residual, estimator):
             f"`dab_residual=True` needs estimator='dab' (given by name). Received: estimator={estimator!r}"
         )
     return dab_residual
+
+
+#: The base gradient of the discrete VAEs' hard-sample estimators (`sample_gradient=`): the relaxation's
+#: (straight-through Gumbel-Softmax / binary Concrete) or ReinMax's.
+SAMPLE_GRADIENTS = ("relaxation", "reinmax")
+
+
+def check_sample_gradient(sample_gradient, estimator, dab_residual=False):
+    """Checks the `sample_gradient` argument of a discrete VAE: ReinMax's base only where there is a base.
+
+    Args:
+        sample_gradient: `"relaxation"` or `"reinmax"`.
+        estimator: The model's estimator: a name or an `Estimator` instance.
+        dab_residual: Whether the DAB is the residual one. Defaults to `False`.
+
+    Returns:
+        `sample_gradient`.
+
+    Raises:
+        ValueError: if `sample_gradient` is not one of `SAMPLE_GRADIENTS`, or is `"reinmax"` with an estimator
+            other than `"straight_through"` or the residual DAB given by name.
+
+    Examples:
+        >>> check_sample_gradient("reinmax", "dab", dab_residual=True)
+        'reinmax'
+        >>> check_sample_gradient("reinmax", "relaxed")
+        Traceback (most recent call last):
+        ...
+        ValueError: `sample_gradient='reinmax'` sets the base gradient of ... Received: estimator='relaxed', dab_residual=False
+    """
+    sample_gradient = _validation.check_one_of("sample_gradient", sample_gradient, SAMPLE_GRADIENTS)
+    key = estimator_key(estimator) if isinstance(estimator, str) else None
+    if sample_gradient != "relaxation" and not (key == "straight_through" or (key == "dab" and dab_residual)):
+        raise ValueError(
+            f"`sample_gradient={sample_gradient!r}` sets the base gradient of 'straight_through' and of the "
+            "residual DAB (estimator='dab', dab_residual=True), given by name. "
+            f"Received: estimator={estimator!r}, dab_residual={dab_residual!r}"
+        )
+    return sample_gradient
 
 
 #: Arguments of a weights configuration that may be left out when they have their default (`check_config`

@@ -46,7 +46,8 @@ Straight-Through and Beyond", NeurIPS 2023), the library's `StraightThrough(surr
 second-order approximation of the gradient of E[f(D)] from the Jacobians of the sample's mean μ at
 ℓ and at μ⁻¹((D + μ(ℓ)) / 2) (`dab_keras.estimators.reinmax_surrogate`). `dab_reinmax`: the zoo's
 residual DAB on that base, `DAB(surrogate="reinmax")` (the correction fitted to h minus the relaxation at
-the annealed τ, as `dab`; the bridge ReinMax's gradient plus the correction's).
+the annealed τ, as `dab`; the bridge ReinMax's gradient plus the correction's). Both are the zoo's VAE with
+`sample_gradient="reinmax"`.
 
 Test metrics (`evaluate`), all on the 10,000 test images binarized once (the zoo's
 `binarized_test_sets(...)["dynamic"]`), latent noise seeded as in the zoo's protocol:
@@ -504,25 +505,8 @@ def evaluate_vae(model, data, iwae_k=None, iwae_images=None):
     }
 
 
-def _reinmax_estimator(name, latent):
-    """`reinmax`: `StraightThrough(surrogate="reinmax")`; `dab_reinmax`: the zoo's residual DAB on that base.
-
-    The zoo model's defaults (τ, the approximator's units, the categories) are read from its signature,
-    and the DAB's approximator is the one the zoo builds for its own residual DAB.
-    """
-    import inspect
-
-    from dab_keras import estimators
-    from dab_keras.zoo import vae_model
-
-    defaults = {k: p.default for k, p in inspect.signature(vae_model.DiscreteVAEModel).parameters.items()}
-    temperature = defaults["temperature"]
-    if name == "reinmax":
-        return estimators.StraightThrough(surrogate="reinmax", temperature=temperature)
-    zoo_dab = vae_model._estimator("dab", latent, temperature, defaults["approximator_units"],
-                                   defaults["categories"], residual=True)
-    return estimators.DAB(approximator=zoo_dab.approximator, residual=True, surrogate="reinmax",
-                          temperature=temperature)
+#: The zoo estimator that `sample_gradient="reinmax"` rebases for each ReinMax row.
+_REINMAX_BASE = {"reinmax": "straight_through", "dab_reinmax": "dab"}
 
 
 def _vae_builder(latent):
@@ -538,9 +522,10 @@ def _vae_builder(latent):
             model = relax_vae(latent=latent, seed=seed)
         elif estimator == "straight_through_mean":
             model = _mean_straight_through_class()(latent=latent, seed=seed)
-        elif estimator in ("reinmax", "dab_reinmax"):
-            model = vae_model.DiscreteVAEModel(latent=latent, estimator=_reinmax_estimator(estimator, latent),
-                                               seed=seed)
+        elif estimator in ("reinmax", "dab_reinmax"):  # the zoo's own ReinMax-based estimators
+            model = vae_model.DiscreteVAEModel(latent=latent, estimator=_REINMAX_BASE[estimator],
+                                               dab_residual=estimator == "dab_reinmax",
+                                               sample_gradient="reinmax", seed=seed)
         elif estimator in ("dab", "dab_paper"):
             model = vae_model.DiscreteVAEModel(latent=latent, estimator="dab", dab_residual=estimator == "dab",
                                                seed=seed)

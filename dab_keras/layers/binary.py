@@ -71,9 +71,9 @@ class Sign(DiscreteLayer):
         Returns:
             The sign, shaped like `inputs`.
         """
-        x = self.op_inputs(inputs)
         if noise is None:
-            return self.run_op(self.perturb(x), training, len(inputs.shape))
+            return super().call(inputs, training)
+        x = self.op_inputs(inputs)
         return self.run_sample(x, self.noise_inputs(noise, x), training, len(inputs.shape))
 
     def sample_mean(self, logits):

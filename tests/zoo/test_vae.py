@@ -318,7 +318,7 @@ def test_reinmax_sample_gradient_is_checked_and_keeps_weights_apart():
     with pytest.raises(ValueError, match=r"`sample_gradient` must be one of .*Received: sample_gradient='rein'"):
         _small("categorical", "straight_through", sample_gradient="rein")
     for estimator, config in (("relaxed", {}), ("dab", {})):  # the relaxation itself; the paper's DAB
-        with pytest.raises(ValueError, match=r"`sample_gradient` sets the base gradient of 'straight_through'"):
+        with pytest.raises(ValueError, match=r"`sample_gradient='reinmax'` sets the base gradient of 'straight_through'"):
             _small("categorical", estimator, sample_gradient="reinmax", **config)
     assert zoo.weights.weights_key("dab", True, "reinmax") == "dab_residual_reinmax"
     assert zoo.weights.weights_key("straight_through", False, "reinmax") == "straight_through_reinmax"
