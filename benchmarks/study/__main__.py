@@ -8,6 +8,7 @@
     python -m benchmarks.study gradients --samples 2000        # gradient-quality diagnostic
     python -m benchmarks.study codes --data mnist.npz --run straight_through=W.h5 --run dab_residual=W.h5
     python -m benchmarks.study bridge --data mnist.npz --task mnist_mlp_vq --out study/bridge_vq   # early budgets
+    python -m benchmarks.study vae-gradients --data mnist.npz --state "GS=relaxed:W.h5@0.3"   # at trained states
 """
 
 import argparse
@@ -37,7 +38,14 @@ def _shard(text):
 
 
 def _parser():
-    from benchmarks.study import bridge_dynamics, code_gradients, gradient_quality, runner, tasks
+    from benchmarks.study import (
+        bridge_dynamics,
+        code_gradients,
+        gradient_quality,
+        runner,
+        tasks,
+        vae_gradients,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +77,8 @@ def _parser():
         "codes", help="what trained DAB bridges do to the zoo classifier's code gradient"))
     bridge_dynamics.add_arguments(commands.add_parser(
         "bridge", help="an estimator's backward through a hard layer over training (held-out split)"))
+    vae_gradients.add_arguments(commands.add_parser(
+        "vae-gradients", help="estimators' encoder-gradient bias and variance at saved zoo VAE states"))
     return parser
 
 
@@ -84,6 +94,10 @@ def main(argv=None):
         from benchmarks.study import code_gradients
 
         return code_gradients.main(args, command)
+    if args.command == "vae-gradients":
+        from benchmarks.study import vae_gradients
+
+        return vae_gradients.main(args, command)
     if args.command == "bridge":
         from benchmarks.study import bridge_dynamics
 
