@@ -165,3 +165,32 @@ def test_parse_state():
     assert vg.parse_state("GS, epoch 5=relaxed:runs/e5.weights.h5@0.9") == ("GS, epoch 5", "relaxed",
                                                                              "runs/e5.weights.h5", 0.9)
     assert vg.parse_state("x=dab_residual_reinmax:w.h5")[3] == 1.0
+
+
+def test_command_line_measures_shipped_states(tmp_path):
+    from benchmarks.study.__main__ import main
+    from dab_keras.zoo import weights as zoo_weights
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mnist.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (3, 28, 28), dtype="uint8"), y_train=np.arange(3),
+             x_test=rng.integers(0, 256, (6, 28, 28), dtype="uint8"), y_test=np.arange(6))
+    weights = zoo_weights.WEIGHTS_DIR
+    out = tmp_path / "table.md"
+    rc = main(["vae-gradients", "--data", str(data), "--images", "3", "--samples", "4", "--reference-samples", "3",
+               "--output", str(out),
+               "--state", f"GS=relaxed:{weights}/discrete_vae-relaxed.weights.h5@0.3",
+               "--state", f"DR=dab_residual_reinmax:{weights}/discrete_vae-dab_residual_reinmax.weights.h5"])
+    assert rc == 0
+    lines = out.read_text().splitlines()
+    states = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and not line.startswith("| |")]
+    assert states == ["state", "GS", "DR"]
+    first_dr = next(i for i, line in enumerate(lines) if line.startswith("| DR"))
+    estimators_of_dr = [line.split("|")[5].strip() for line in lines[first_dr:] if line.startswith("|")]
+    assert len(estimators_of_dr) == 4
+    assert estimators_of_dr[-1].startswith("the state's own DAB (reinmax base")
+    assert "τ=0.3" in out.read_text() and "τ=1" in out.read_text()
+    with pytest.raises(SystemExit, match="--images"):
+        main(["vae-gradients", "--data", str(data), "--images", "1", "--state", "a=relaxed:w.h5"])
+    with pytest.raises(SystemExit, match="KIND must be one of"):
+        main(["vae-gradients", "--data", str(data), "--state", "a=magic:w.h5"])

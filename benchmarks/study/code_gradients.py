@@ -232,6 +232,7 @@ def parse_runs(specs):
 
 
 def main(args, command):
+    from benchmarks.study import results
     from dab_keras.zoo import data as zoo_data
 
     try:
@@ -243,8 +244,5 @@ def main(args, command):
     measured = {kind: [measure(kind, path, images, labels, args.jacobian_images) for path in paths]
                 for kind, paths in runs.items()}
     markdown = f"```\n{command}\n```\n\n" + report(measured)
-    print(markdown)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(markdown)
+    results.emit(markdown, args.output)
     return 0

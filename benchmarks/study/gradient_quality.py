@@ -438,6 +438,8 @@ def add_arguments(parser):
 
 
 def main(args, command):
+    from benchmarks.study import results
+
     for name in ("latents", "observed", "points", "samples"):
         if getattr(args, name) < 1:
             raise SystemExit(f"`--{name}` must be a positive integer. Received: {getattr(args, name)}")
@@ -456,8 +458,5 @@ def main(args, command):
     text = (f"`{command}`\n\nK={described} latents, D={args.observed}, N={args.points} points, "
             f"S={args.samples} estimates per row; exact mean ELBO {info['exact_elbo_mean']:.4f} nats, "
             f"‖∇R‖ = {info['grad_norm']:.4g}.\n\n" + table_markdown(rows))
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+    results.emit(text, args.output)
     return 0

@@ -52,3 +52,11 @@ def append(path, record):
 def missing_steps(records, task, estimator, seed, steps):
     """The budgets in `steps` that `records` do not yet hold for (task, estimator, seed), ascending."""
     return sorted(s for s in steps if (task, estimator, seed, s) not in records)
+
+
+def emit(text, output=None):
+    """Prints a diagnostic's Markdown `text` and, with `output` (a path), also writes it there."""
+    print(text)
+    if output:
+        with open(output, "w") as f:
+            f.write(text)

@@ -412,6 +412,7 @@ def add_arguments(parser):
 
 
 def main(args, command):
+    from benchmarks.study import results
     from dab_keras.zoo import binarized_mnist, vae_evaluation
 
     for name in ("images", "samples", "reference_samples"):
@@ -433,8 +434,5 @@ def main(args, command):
     text = (f"`{command}`\n\n{args.images} test images (dynamically binarized), S = {args.samples} estimates "
             f"per row, S_ref = {args.reference_samples} reference samples; bias, floor, sd and rmse relative "
             f"to the reference gradient's norm.\n\n" + table_markdown(states))
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+    results.emit(text, args.output)
     return 0
