@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.study import gradient_quality as gq  # noqa: E402
 from benchmarks.study import vae_gradients as vg  # noqa: E402
 from dab_keras import estimators, layers  # noqa: E402
 from dab_keras.zoo.vae_model import DiscreteVAEModel  # noqa: E402
@@ -38,7 +39,7 @@ def _log_likelihood(model, images, z):
 def _exact_gradient(model, images, logits):
     # ∇_ℓ Σ_b E_q log p(x_b | z) by enumerating every code: Σ_z q(z) f(z) (z_g − π_g) per group.
     groups, categories = logits.shape[1:]
-    probs = vg._softmax(logits)
+    probs = gq._softmax(logits)
     eye = np.eye(categories)
     grad = np.zeros_like(logits)
     for combo in itertools.product(range(categories), repeat=groups):
@@ -85,9 +86,9 @@ def test_pathwise_estimates_through_the_relaxation_follow_the_chain_rule():
     layer = layers.ArgMax(axis=-1, estimator=estimators.Relaxed(temperature=tau))
     estimates = vg.pathwise_estimates(model, layer, images, logits, 4, np.random.default_rng(4))
 
-    noise = vg._gumbel((8, 2, 3), np.random.default_rng(4)).astype("float32").astype("float64")
+    noise = gq.gumbel_noise((8, 2, 3), np.random.default_rng(4)).astype("float32").astype("float64")
     tiled = np.tile(logits, (4, 1, 1))
-    soft = vg._softmax((tiled + noise) / tau)
+    soft = gq._softmax((tiled + noise) / tau)
     upstream = vg.decoder_gradient(model, np.tile(images, (4, 1, 1, 1)), soft)
     expected = soft * (upstream - np.sum(soft * upstream, axis=-1, keepdims=True)) / tau
     np.testing.assert_allclose(estimates, expected.reshape(estimates.shape), rtol=2e-3, atol=2e-4)
@@ -100,10 +101,10 @@ def test_pathwise_estimates_of_straight_through_use_the_hard_code_decoder_gradie
     layer = layers.ArgMax(axis=-1, estimator=estimators.StraightThrough(surrogate="relaxation", temperature=1.0))
     estimates = vg.pathwise_estimates(model, layer, images, logits, 3, np.random.default_rng(6))
 
-    noise = vg._gumbel((6, 2, 3), np.random.default_rng(6)).astype("float32").astype("float64")
+    noise = gq.gumbel_noise((6, 2, 3), np.random.default_rng(6)).astype("float32").astype("float64")
     a = np.tile(logits, (3, 1, 1)) + noise
     hard = np.eye(3)[np.argmax(a, axis=-1)]
-    soft = vg._softmax(a)
+    soft = gq._softmax(a)
     upstream = vg.decoder_gradient(model, np.tile(images, (3, 1, 1, 1)), hard)
     expected = soft * (upstream - np.sum(soft * upstream, axis=-1, keepdims=True))
     np.testing.assert_allclose(estimates, expected.reshape(estimates.shape), rtol=2e-3, atol=2e-4)

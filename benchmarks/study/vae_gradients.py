@@ -51,6 +51,8 @@ import math
 
 import numpy as np
 
+from benchmarks.study import gradient_quality as gq
+
 #: The zoo models whose weights a state can hold, and the `DiscreteVAE` arguments that rebuild each.
 STATE_KINDS = {
     "relaxed": {"estimator": "relaxed"},
@@ -103,21 +105,39 @@ def rao_blackwell_estimate(probs, values):
     return probs * (values - np.sum(probs * values, axis=-1, keepdims=True))
 
 
-def _softmax(v):
-    e = np.exp(v - v.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def _log_likelihood(model, x, z):
+    """log p(x | z) per row, a tensor: `x` (n, 784) binary pixels, `z` (n, G, K) codes."""
+    from dab_keras.zoo import vae_math
+
+    return -vae_math.bernoulli_neg_log_likelihood(x, model.decode(z))
 
 
-def _gumbel(shape, rng):
-    u = rng.uniform(np.finfo("float64").tiny, 1.0, shape)
-    return -np.log(-np.log(u))
+def _gradient(objective, value):
+    """The gradient of the scalar `objective(value)` w.r.t. `value` (a float32 array), float64 NumPy."""
+    import keras
+    from keras import ops
+
+    value = ops.convert_to_tensor(np.asarray(value, "float32"))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(value)
+            result = objective(value)
+        grad = tape.gradient(result, value)
+    elif backend == "jax":
+        import jax
+
+        grad = jax.grad(objective)(value)
+    else:
+        raise ValueError(f"The diagnostic runs on the tensorflow or jax backend. Received: backend={backend!r}")
+    return np.asarray(ops.convert_to_numpy(grad), "float64")
 
 
 def _log_likelihood_fn(model, images, chunk=20_000):
     """`ll(z)`: log p(x_b | z) for codes `z` (n·B, G, K) whose rows cycle through the B images, as NumPy."""
     from keras import ops
-
-    from dab_keras.zoo import vae_math
 
     flat = images.reshape(len(images), -1).astype("float32")
 
@@ -126,8 +146,7 @@ def _log_likelihood_fn(model, images, chunk=20_000):
         for start in range(0, len(z), chunk):
             part = z[start : start + chunk]
             x = flat[np.arange(start, start + len(part)) % len(flat)]
-            logits = model.decode(ops.convert_to_tensor(part.astype("float32")))
-            out.append(ops.convert_to_numpy(-vae_math.bernoulli_neg_log_likelihood(x, logits)))
+            out.append(ops.convert_to_numpy(_log_likelihood(model, x, ops.convert_to_tensor(part.astype("float32")))))
         return np.concatenate(out).astype("float64")
 
     return ll
@@ -135,27 +154,10 @@ def _log_likelihood_fn(model, images, chunk=20_000):
 
 def decoder_gradient(model, images, z):
     """∇_z log p(x_b | z_b) at codes `z` (B, G, K), as NumPy: what a hard-forward estimator sends back."""
-    import keras
     from keras import ops
 
-    from dab_keras.zoo import vae_math
-
-    x = ops.convert_to_tensor(images.reshape(len(images), -1).astype("float32"))
-    z = ops.convert_to_tensor(z.astype("float32"))
-
-    def objective(codes):
-        return -ops.sum(vae_math.bernoulli_neg_log_likelihood(x, model.decode(codes)))
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return np.asarray(jax.grad(objective)(z), "float64")
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        tape.watch(z)
-        value = objective(z)
-    return np.asarray(tape.gradient(value, z), "float64")
+    x = images.reshape(len(images), -1).astype("float32")
+    return _gradient(lambda codes: ops.sum(_log_likelihood(model, x, codes)), z)
 
 
 def first_order_error(probs, z, values, gradient):
@@ -194,12 +196,12 @@ def reference_gradient(model, images, logits, samples, rng, linearity_samples=10
         the first `linearity_samples` samples (`first_order_error`).
     """
     batch, groups, categories = logits.shape
-    probs = _softmax(logits)
+    probs = gq._softmax(logits)
     ll = _log_likelihood_fn(model, np.repeat(images, groups * categories, axis=0))
     out = np.empty((samples,) + logits.shape)
     error = change = 0.0
     for s in range(samples):
-        z = np.eye(categories)[np.argmax(logits + _gumbel(logits.shape, rng), axis=-1)]
+        z = np.eye(categories)[np.argmax(logits + gq.gumbel_noise(logits.shape, rng), axis=-1)]
         variants = group_substitutions(z).reshape(-1, groups, categories)
         values = ll(variants).reshape(batch, groups, categories)
         out[s] = rao_blackwell_estimate(probs, values)
@@ -215,39 +217,22 @@ def pathwise_estimates(model, layer, images, logits, samples, rng):
     import keras
     from keras import ops
 
-    from dab_keras.zoo import vae_math
-
     tiled = np.tile(logits, (samples, 1, 1)).astype("float32")
-    noise = _gumbel(tiled.shape, rng).astype("float32")
+    noise = gq.gumbel_noise(tiled.shape, rng).astype("float32")
     x = np.tile(images.reshape(len(images), -1), (samples, 1)).astype("float32")
-
-    def objective(trainable, non_trainable, ell):
-        if trainable is None:
-            z = layer(ell, training=True, noise=noise)
-        else:
-            z, _ = layer.stateless_call(trainable, non_trainable, ell, training=True, noise=noise)
-        return -ops.sum(vae_math.bernoulli_neg_log_likelihood(x, model.decode(z)))
-
-    backend = keras.backend.backend()
-    ell = ops.convert_to_tensor(tiled)
     if not layer.built:
         layer.build(tiled.shape)
-    if backend == "tensorflow":
-        import tensorflow as tf
+    # On JAX the layer runs statelessly (its variables as values), so no tracer leaks into its state.
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
 
-        with tf.GradientTape() as tape:
-            tape.watch(ell)
-            value = objective(None, None, ell)
-        grad = tape.gradient(value, ell)
-    elif backend == "jax":
-        import jax
+    def codes(ell):
+        if keras.backend.backend() == "jax":
+            return layer.stateless_call(trainable, non_trainable, ell, training=True, noise=noise)[0]
+        return layer(ell, training=True, noise=noise)
 
-        trainable = [v.value for v in layer.trainable_variables]
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-        grad = jax.grad(lambda e: objective(trainable, non_trainable, e))(ell)
-    else:
-        raise ValueError(f"The diagnostic runs on the tensorflow or jax backend. Received: backend={backend!r}")
-    return np.asarray(ops.convert_to_numpy(grad), "float64").reshape((samples,) + logits.shape)
+    grad = _gradient(lambda ell: ops.sum(_log_likelihood(model, x, codes(ell))), tiled)
+    return grad.reshape((samples,) + logits.shape)
 
 
 def estimator_layers(model, temperature):
@@ -339,7 +324,7 @@ def measure_state(model, images, temperature=1.0, samples=400, reference_samples
     rng = np.random.default_rng(seed)
     logits = np.asarray(ops.convert_to_numpy(model.posterior_logits(images)), "float64")
     features = encoder_features(model, images)
-    probs = _softmax(logits)
+    probs = gq._softmax(logits)
     reference, linearity = reference_gradient(model, images, logits, reference_samples, rng)
     reference_kernel = kernel_gradients(features, reference)
     info = {
