@@ -259,20 +259,7 @@ def test_a_synthetic_table_runs_without_data_and_an_mnist_table_refuses_to(tmp_p
 
 
 # ----------------------------------------------------------------------------------- sort and permutation tasks
-def _gradient(fn, x):
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return np.asarray(jax.grad(fn)(x))
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = fn(x)
-    return np.asarray(tape.gradient(value, x))
+_gradient = gq.gradient  # the diagnostics' TensorFlow / JAX gradient
 
 
 def test_identity_estimator_passes_the_upstream_gradient_unpermuted():

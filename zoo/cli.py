@@ -136,6 +136,11 @@ def build_parser():
         help="continue the run saved in the output folder (with the same arguments; a finished run stays as it is)",
     )
     p.add_argument(
+        "--checkpoint-every", type=_number, metavar="N",
+        help="also keep the weights after every N-th epoch in OUTPUT/checkpoints/epoch-EEE.weights.h5 "
+        "(learning curves); checkpoint.weights.h5 holds only the latest",
+    )
+    p.add_argument(
         "--tensorboard", action="store_true",
         help="write TensorBoard scalars (loss, metrics, approximation errors, learning rate, temperatures) "
         "to OUTPUT/tensorboard",
@@ -233,6 +238,7 @@ def _cmd_train(args, argv):
         steps_per_epoch=args.steps_per_epoch,
         command=" ".join(["dab-zoo", *argv]),
         tensorboard=args.tensorboard,
+        checkpoint_every=args.checkpoint_every,
         config=_config(args) or None,
     )
     if result["weights"] is None:

@@ -124,6 +124,8 @@ RUN_KEYS = (
 )
 
 _RUN_FILE = "run.json"
+#: Folder of a run that holds the weights kept by `train(checkpoint_every=...)`.
+CHECKPOINTS_DIR = "checkpoints"
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -177,6 +179,7 @@ def check_arguments(
     steps_per_epoch=None,
     config=None,
     tensorboard=False,
+    checkpoint_every=None,
 ):
     """Checks and completes the arguments of a run before any work; what `train` does first.
 
@@ -202,6 +205,7 @@ def check_arguments(
             `"dab"` estimator). Defaults to `None`.
         tensorboard: `False`, `True` or a folder path; needs the `tensorboard` package. Defaults to
             `False`.
+        checkpoint_every: Whole number >= 1 or `None`. Defaults to `None`.
 
     Returns:
         A dict with the checked values under the argument names (`estimator` as its registry key,
@@ -244,6 +248,7 @@ def check_arguments(
     strategy = distribute.check_strategy(strategy)
     steps_per_execution = _whole_number("steps_per_execution", steps_per_execution, 1)
     steps_per_epoch = _whole_number("steps_per_epoch", steps_per_epoch, 1)
+    checkpoint_every = _whole_number("checkpoint_every", checkpoint_every, 1)
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"`config` must be a dict of constructor arguments. Received: config={config!r}")
     config = dict(config or {})
@@ -262,7 +267,7 @@ def check_arguments(
         "estimator": estimator, "samples": samples, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "seed": seed, "jit_compile": jit_compile, "strategy": strategy,
         "data": data, "steps_per_execution": steps_per_execution, "steps_per_epoch": steps_per_epoch,
-        "config": config, "tensorboard": tensorboard,
+        "config": config, "tensorboard": tensorboard, "checkpoint_every": checkpoint_every,
     }
 
 
@@ -287,6 +292,7 @@ def train(
     config=None,
     tensorboard=False,
     callbacks=None,
+    checkpoint_every=None,
 ):
     """Trains a zoo model from scratch with its recipe and writes weights, manifest, log and checkpoints.
 
@@ -335,6 +341,12 @@ def train(
         callbacks: More Keras callbacks, run after the layer scalars are added to the logs and before
             the log writers (CSV, TensorBoard), so that what they add to the logs is recorded (e.g. the
             `temperature` of `dab_keras.callbacks.TemperatureSchedule`). Defaults to `None`.
+        checkpoint_every: Also keep the model's weights after every N-th epoch (N, N·2, ...) as
+            `output_dir/checkpoints/epoch-<epoch>.weights.h5` (epochs counted from 1, three digits or
+            more), loadable as the model's weights (e.g. `DiscreteVAE(weights=path)`): learning curves
+            and diagnostics at states along a run. `checkpoint.weights.h5` holds only the latest epoch.
+            Not part of the run's arguments: a resumed run may change it, and the files already kept
+            stay. Defaults to `None` (none kept).
 
     Returns:
         A dict with `model` (the trained Keras model), `history` (`None` for a finished run resumed),
@@ -363,7 +375,7 @@ def train(
         task, estimator=estimator, samples=samples, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, seed=seed, jit_compile=jit_compile, strategy=strategy, data=data,
         steps_per_execution=steps_per_execution, steps_per_epoch=steps_per_epoch, config=config,
-        tensorboard=tensorboard,
+        tensorboard=tensorboard, checkpoint_every=checkpoint_every,
     )
     estimator, batch_size, learning_rate = args["estimator"], args["batch_size"], args["learning_rate"]
     seed, data, config, steps_per_epoch = args["seed"], args["data"], args["config"], args["steps_per_epoch"]
@@ -459,6 +471,8 @@ def train(
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
         keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=resume),
         keras.callbacks.ModelCheckpoint(str(output_dir / "checkpoint.weights.h5"), save_weights_only=True),
+        *([_EpochWeights(net, output_dir / CHECKPOINTS_DIR, args["checkpoint_every"])]
+          if args["checkpoint_every"] else []),
         _RunRecord(run_path, record),
     ]
     if tensorboard is not False:
@@ -664,6 +678,35 @@ class _RunRecord(keras.callbacks.Callback):
                                       "first": self._first})
         self._first = False
         _write_json(self.path, self.record)
+
+
+class _EpochWeights(keras.callbacks.Callback):
+    # Keeps the weights of every N-th epoch (after the loss check: a NaN epoch is never kept).
+    def __init__(self, model, folder, every):
+        super().__init__()
+        self.net, self.folder, self.every = model, Path(folder), every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.net.save_weights(str(epoch_weights_path(self.folder.parent, epoch + 1)))
+
+
+def epoch_weights_path(output_dir, epoch):
+    """The weights `train(checkpoint_every=...)` keeps after `epoch` (counted from 1) of the run in `output_dir`.
+
+    Args:
+        output_dir: The run folder.
+        epoch: Epoch number, from 1.
+
+    Returns:
+        `output_dir/checkpoints/epoch-<epoch, 3 digits or more>.weights.h5`, a `pathlib.Path`.
+
+    Examples:
+        >>> epoch_weights_path("runs/vae", 20).as_posix()
+        'runs/vae/checkpoints/epoch-020.weights.h5'
+    """
+    return Path(output_dir) / CHECKPOINTS_DIR / f"epoch-{epoch:03d}.weights.h5"
 
 
 def _backup_epoch(backup_dir):

@@ -223,33 +223,50 @@ def gumbel_noise(shape, rng):
     return -np.log(-np.log(u))
 
 
-def input_gradient(layer, a, fn):
-    """Gradient of `fn(layer(a, training=True))` (a scalar) w.r.t. `a`, as NumPy, on TensorFlow or JAX."""
-    import keras
+def gradient(objective, value):
+    """The gradient of the scalar `objective(value)` w.r.t. `value` (a float32 array), float64 NumPy.
 
+    TensorFlow or JAX: `objective` must be a pure function of its argument on JAX (read layer variables
+    through `stateless_call`, as `input_gradient` does).
+    """
+    import keras
+    from keras import ops
+
+    value = ops.convert_to_tensor(np.asarray(value, "float32"))
     backend = keras.backend.backend()
-    a = keras.ops.convert_to_tensor(np.asarray(a, dtype="float32"))
-    if not layer.built:
-        layer(a[:1], training=True)
     if backend == "tensorflow":
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            tape.watch(a)
-            value = fn(layer(a, training=True))
-        return np.asarray(tape.gradient(value, a), dtype="float64")
-    if backend == "jax":
+            tape.watch(value)
+            result = objective(value)
+        grad = tape.gradient(result, value)
+    elif backend == "jax":
         import jax
 
-        trainable = [v.value for v in layer.trainable_variables]
-        non_trainable = [v.value for v in layer.non_trainable_variables]
+        grad = jax.grad(objective)(value)
+    else:
+        raise ValueError(f"The diagnostic runs on the tensorflow or jax backend. Received: backend={backend!r}")
+    return np.asarray(ops.convert_to_numpy(grad), "float64")
 
-        def objective(inputs):
-            outputs, _ = layer.stateless_call(trainable, non_trainable, inputs, training=True)
-            return fn(outputs)
 
-        return np.asarray(jax.grad(objective)(a), dtype="float64")
-    raise ValueError(f"The diagnostic runs on the tensorflow or jax backend. Received: backend={backend!r}")
+def input_gradient(layer, a, fn):
+    """Gradient of `fn(layer(a, training=True))` (a scalar) w.r.t. `a`, as NumPy, on TensorFlow or JAX."""
+    import keras
+
+    a = np.asarray(a, dtype="float32")
+    if not layer.built:
+        layer(keras.ops.convert_to_tensor(a[:1]), training=True)
+    if keras.backend.backend() != "jax":
+        return gradient(lambda inputs: fn(layer(inputs, training=True)), a)
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def objective(inputs):
+        outputs, _ = layer.stateless_call(trainable, non_trainable, inputs, training=True)
+        return fn(outputs)
+
+    return gradient(objective, a)
 
 
 def _decoder_fn(problem, estimates):

@@ -112,29 +112,6 @@ def _log_likelihood(model, x, z):
     return -vae_math.bernoulli_neg_log_likelihood(x, model.decode(z))
 
 
-def _gradient(objective, value):
-    """The gradient of the scalar `objective(value)` w.r.t. `value` (a float32 array), float64 NumPy."""
-    import keras
-    from keras import ops
-
-    value = ops.convert_to_tensor(np.asarray(value, "float32"))
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(value)
-            result = objective(value)
-        grad = tape.gradient(result, value)
-    elif backend == "jax":
-        import jax
-
-        grad = jax.grad(objective)(value)
-    else:
-        raise ValueError(f"The diagnostic runs on the tensorflow or jax backend. Received: backend={backend!r}")
-    return np.asarray(ops.convert_to_numpy(grad), "float64")
-
-
 def _log_likelihood_fn(model, images, chunk=20_000):
     """`ll(z)`: log p(x_b | z) for codes `z` (n·B, G, K) whose rows cycle through the B images, as NumPy."""
     from keras import ops
@@ -157,7 +134,7 @@ def decoder_gradient(model, images, z):
     from keras import ops
 
     x = images.reshape(len(images), -1).astype("float32")
-    return _gradient(lambda codes: ops.sum(_log_likelihood(model, x, codes)), z)
+    return gq.gradient(lambda codes: ops.sum(_log_likelihood(model, x, codes)), z)
 
 
 def first_order_error(probs, z, values, gradient):
@@ -231,7 +208,7 @@ def pathwise_estimates(model, layer, images, logits, samples, rng):
             return layer.stateless_call(trainable, non_trainable, ell, training=True, noise=noise)[0]
         return layer(ell, training=True, noise=noise)
 
-    grad = _gradient(lambda ell: ops.sum(_log_likelihood(model, x, codes(ell))), tiled)
+    grad = gq.gradient(lambda ell: ops.sum(_log_likelihood(model, x, codes(ell))), tiled)
     return grad.reshape((samples,) + logits.shape)
 
 

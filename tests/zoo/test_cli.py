@@ -65,6 +65,8 @@ def test_help_everywhere(argv, capsys):
          "`sample_gradient='reinmax'` sets the base gradient of 'straight_through' and of the residual DAB"),
         (["evaluate", "discrete_vae", "--sample-gradient", "reinmax"], "Received: estimator='relaxed'"),
         (["train", "discrete_vae", "--sample-gradient", "gumbel"], "invalid choice: 'gumbel'"),
+        (["train", "sorter", "--checkpoint-every", "0", *TINY], "`checkpoint_every` must be a whole number >= 1"),
+        (["train", "sorter", "--checkpoint-every", "1.5", *TINY], "Received: checkpoint_every=1.5"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):

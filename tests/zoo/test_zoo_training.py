@@ -213,6 +213,54 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1]
 
 
+class _EpochEnds(keras.callbacks.Callback):
+    """Records the model's weights at the end of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        self.weights.append([np.array(keras.ops.convert_to_numpy(w)) for w in self.model.weights])
+
+
+class _StopBefore(keras.callbacks.Callback):
+    """Stops the run when epoch `epoch` (0-based) begins, after the previous one is saved."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("stopped")
+
+
+def test_checkpoint_every_keeps_the_weights_of_every_nth_epoch_and_resume_adds_to_them(tmp_path):
+    ends = _EpochEnds()
+    kwargs = dict(estimator="straight_through", samples=64 * 15, batch_size=64, steps_per_epoch=3,
+                  output_dir=tmp_path, verbose=0, config=_SMALL)  # 5 epochs
+    with pytest.raises(RuntimeError, match="stopped"):
+        training.train("sorter", checkpoint_every=3, callbacks=[ends, _StopBefore(3)], **kwargs)
+    folder = tmp_path / training.CHECKPOINTS_DIR
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-003.weights.h5"]
+    # Resumed with another period: the kept file stays, the new ones come at the new period's epochs.
+    training.train("sorter", checkpoint_every=2, callbacks=[ends], resume=True, **kwargs)
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-003.weights.h5", "epoch-004.weights.h5"]
+    assert len(ends.weights) == 5
+    for epoch in (3, 4):
+        model = registry.get("sorter").build(
+            "straight_through", weights=str(training.epoch_weights_path(tmp_path, epoch)), **_SMALL)
+        for kept, recorded in zip(model.weights, ends.weights[epoch - 1], strict=True):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(kept), recorded)
+    assert any(not np.array_equal(a, b) for a, b in zip(ends.weights[2], ends.weights[3]))  # the epochs differ
+    with pytest.raises(ValueError, match=r"`checkpoint_every` must be a whole number >= 1. Received: checkpoint_every=0"):
+        training.train("sorter", checkpoint_every=0, **{**kwargs, "output_dir": tmp_path / "other"})
+
+
 def _scalar_tags(log_dir):
     import tensorflow as tf
 
