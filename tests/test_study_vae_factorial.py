@@ -133,8 +133,12 @@ def test_bad_arguments_are_named():
         _model(vf.FactorialVAEModel, estimator="dab", decoder_codes="relaxed")  # the paper's DAB has no τ
 
 
-def test_command_trains_a_cell_with_the_zoo_recipe(tmp_path, capsys):
+def test_command_trains_a_cell_with_the_zoo_recipe(tmp_path, capsys, monkeypatch):
     from benchmarks.study.__main__ import main
+    from dab_keras.zoo import registry
+
+    # The experiment registers its task in the zoo's registry: keep that out of the other tests' registry.
+    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))
 
     rng = np.random.default_rng(0)
     data = tmp_path / "mnist.npz"
@@ -153,3 +157,4 @@ def test_command_trains_a_cell_with_the_zoo_recipe(tmp_path, capsys):
     model = vf.task().build("relaxed", weights=str(out / f"{vf.TASK_NAME}-relaxed.weights.h5"), decoder_codes="hard")
     assert model.decoder_codes == "hard"
     assert main([*argv, "--resume"]) == 0  # a finished run resumes without training
+    assert vf.TASK_NAME in registry.list_models()
