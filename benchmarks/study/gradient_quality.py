@@ -250,20 +250,24 @@ def gradient(objective, value):
     return np.asarray(ops.convert_to_numpy(grad), "float64")
 
 
-def input_gradient(layer, a, fn):
-    """Gradient of `fn(layer(a, training=True))` (a scalar) w.r.t. `a`, as NumPy, on TensorFlow or JAX."""
+def input_gradient(layer, a, fn, **call_kwargs):
+    """Gradient of `fn(layer(a, training=True, **call_kwargs))` (a scalar) w.r.t. `a`, as NumPy.
+
+    TensorFlow or JAX; on JAX the layer runs statelessly (its variables as values), so no tracer leaks into
+    its state. An unbuilt layer is built for `a`'s shape first.
+    """
     import keras
 
     a = np.asarray(a, dtype="float32")
     if not layer.built:
-        layer(keras.ops.convert_to_tensor(a[:1]), training=True)
+        layer.build(a.shape)
     if keras.backend.backend() != "jax":
-        return gradient(lambda inputs: fn(layer(inputs, training=True)), a)
+        return gradient(lambda inputs: fn(layer(inputs, training=True, **call_kwargs)), a)
     trainable = [v.value for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
 
     def objective(inputs):
-        outputs, _ = layer.stateless_call(trainable, non_trainable, inputs, training=True)
+        outputs, _ = layer.stateless_call(trainable, non_trainable, inputs, training=True, **call_kwargs)
         return fn(outputs)
 
     return gradient(objective, a)

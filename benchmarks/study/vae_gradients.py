@@ -191,24 +191,12 @@ def reference_gradient(model, images, logits, samples, rng, linearity_samples=10
 # ----------------------------------------------------------------------------------- the estimators
 def pathwise_estimates(model, layer, images, logits, samples, rng):
     """Single-sample estimates of ∇_ℓ R through a sampling `layer` (called with Gumbel noise), `(S, B, G, K)`."""
-    import keras
     from keras import ops
 
     tiled = np.tile(logits, (samples, 1, 1)).astype("float32")
     noise = gq.gumbel_noise(tiled.shape, rng).astype("float32")
     x = np.tile(images.reshape(len(images), -1), (samples, 1)).astype("float32")
-    if not layer.built:
-        layer.build(tiled.shape)
-    # On JAX the layer runs statelessly (its variables as values), so no tracer leaks into its state.
-    trainable = [v.value for v in layer.trainable_variables]
-    non_trainable = [v.value for v in layer.non_trainable_variables]
-
-    def codes(ell):
-        if keras.backend.backend() == "jax":
-            return layer.stateless_call(trainable, non_trainable, ell, training=True, noise=noise)[0]
-        return layer(ell, training=True, noise=noise)
-
-    grad = gq.gradient(lambda ell: ops.sum(_log_likelihood(model, x, codes(ell))), tiled)
+    grad = gq.input_gradient(layer, tiled, lambda z: ops.sum(_log_likelihood(model, x, z)), noise=noise)
     return grad.reshape((samples,) + logits.shape)
 
 
