@@ -77,12 +77,11 @@ class FactorialVAEModel(vae_model.DiscreteVAEModel):
             )
 
     def decode_fixed(self, z):
-        """`decode(z)` with the decoder's weights held fixed: gradients reach `z` only."""
-        h = ops.reshape(ops.cast(z, self.compute_dtype), (ops.shape(z)[0], -1))
-        for layer in [*self.decoder_layers, self.likelihood]:
-            h = ops.matmul(h, ops.stop_gradient(layer.kernel)) + ops.stop_gradient(layer.bias)
-            h = layer.activation(h)
-        return ops.reshape(h, (-1, 28, 28, 1))
+        """`decode(z)` with the decoder's weights held fixed (read through `stop_gradient`): gradients reach `z` only."""
+        weights = [*self.decoder_layers, self.likelihood]
+        fixed = [(v, ops.stop_gradient(v.value)) for layer in weights for v in layer.weights]
+        with keras.StatelessScope(state_mapping=fixed):
+            return self.decode(z)
 
     def call(self, inputs, training=None):
         if not training:
