@@ -95,6 +95,12 @@ def build_parser():
         help="discrete VAEs, with straight_through or --dab-residual: the base gradient of the hard sample "
         "(default: relaxation, straight-through Gumbel-Softmax / binary Concrete; reinmax: ReinMax's)",
     )
+    p.add_argument(
+        "--decoder-codes", choices=("auto", "hard", "relaxed"),
+        help="discrete VAEs: the codes the decoder is fitted to in training (default: auto, the sampling "
+        "layer's output; relaxed: the relaxed sample at tau whatever the estimator, while the encoder learns "
+        "through the estimator); default run folder dab_zoo_runs/MODEL-ESTIMATOR_CODES_codes",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_number, help="epochs to train")
     length.add_argument(
@@ -158,6 +164,10 @@ def build_parser():
     p.add_argument(
         "--sample-gradient", choices=("relaxation", "reinmax"),
         help="discrete VAEs: the base gradient the weights were trained with (default: relaxation)",
+    )
+    p.add_argument(
+        "--decoder-codes", choices=("auto", "hard", "relaxed"),
+        help="discrete VAEs: the codes the weights' decoder was fitted to (default: auto)",
     )
     p.add_argument(
         "--weights", type=_weights, default="pretrained",
@@ -252,10 +262,12 @@ def _cmd_train(args, argv):
 
 
 def _config(args):
-    """The model's constructor arguments from `--dab-residual` and `--sample-gradient`."""
+    """The model's constructor arguments from `--dab-residual`, `--sample-gradient` and `--decoder-codes`."""
     config = {"dab_residual": True} if args.dab_residual else {}
     if args.sample_gradient is not None:
         config["sample_gradient"] = args.sample_gradient
+    if args.decoder_codes is not None:
+        config["decoder_codes"] = args.decoder_codes
     return config
 
 

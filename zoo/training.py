@@ -257,6 +257,8 @@ def check_arguments(
             del config["dab_residual"]  # the default: the same run as without it (run.json, folder, manifest)
     if "sample_gradient" in config:
         _check_sample_gradient(task, estimator, config)
+    if "decoder_codes" in config:
+        _check_decoder_codes(task, estimator, config)
     if tensorboard is not False and tensorboard is not True and not isinstance(tensorboard, (str, os.PathLike)):
         raise ValueError(f"`tensorboard` must be a bool or a folder path. Received: tensorboard={tensorboard!r}")
     if tensorboard is not False and importlib.util.find_spec("tensorboard") is None:
@@ -446,6 +448,7 @@ def train(
             + (" --jit" if jit_compile else " --no-jit")
             + (" --dab-residual" if config.get("dab_residual") else "")
             + (f" --sample-gradient {config['sample_gradient']}" if config.get("sample_gradient") else "")
+            + (f" --decoder-codes {config['decoder_codes']}" if config.get("decoder_codes") else "")
         )
     record = saved if saved is not None else {"arguments": arguments, "command": command, "epochs": []}
     record["complete"] = False
@@ -754,6 +757,15 @@ def _check_sample_gradient(task, estimator, config):
         del config["sample_gradient"]  # the default: the same run as without it
 
 
+def _check_decoder_codes(task, estimator, config):
+    """Checks `config["decoder_codes"]` before any work; drops it when it is the default."""
+    if "decoder_codes" not in inspect.signature(task.constructor).parameters:
+        raise ValueError(f"`decoder_codes` applies to the discrete VAEs only. Received: model {task.name!r}")
+    value = zoo_weights.check_decoder_codes(config["decoder_codes"], estimator, config.get("dab_residual", False))
+    if value == "auto":
+        del config["decoder_codes"]  # the default: the same run as without it
+
+
 def _model_config(task, net, config):
     # The constructor's defaults merged with the overrides: what the weights need to load again.
     builder = task.constructor
@@ -765,13 +777,18 @@ def _model_config(task, net, config):
         del out["dab_residual"]  # the paper's DAB: written as its manifests were before the option existed
     if out.get("sample_gradient") == "relaxation":
         del out["sample_gradient"]  # the default: written as the manifests were before the option existed
+    if out.get("decoder_codes") == "auto":
+        del out["decoder_codes"]  # the default: written as the manifests were before the option existed
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
 def _run_name(estimator, config):
-    # The default run folder's suffix: a residual DAB run does not share the paper's DAB folder.
-    return zoo_weights.weights_key(estimator, config.get("dab_residual", False),
-                                   config.get("sample_gradient", "relaxation"))
+    # The default run folder's suffix: a residual DAB run does not share the paper's DAB folder, nor a run
+    # whose decoder trains on other codes the default's.
+    key = zoo_weights.weights_key(estimator, config.get("dab_residual", False),
+                                  config.get("sample_gradient", "relaxation"))
+    codes = config.get("decoder_codes", "auto")
+    return key if codes == "auto" else f"{key}_{codes}_codes"
 
 
 def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0, **config):
@@ -808,6 +825,8 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
     estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
     if "sample_gradient" in config:
         _check_sample_gradient(task, estimator, config)
+    if "decoder_codes" in config:
+        _check_decoder_codes(task, estimator, config)
     config = {**_manifest_config(task, weights, estimator), **config}
     net = task.build(estimator, weights=weights, **config)
     return task.evaluate(net, data=data, verbose=verbose)

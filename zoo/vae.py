@@ -116,6 +116,7 @@ def DiscreteVAE(
     name=None,
     dab_residual=False,
     sample_gradient="relaxation",
+    decoder_codes="auto",
 ):
     """Builds the discrete-latent VAE of binarized MNIST: `(B, 28, 28, 1)` images in {0, 1}.
 
@@ -142,6 +143,11 @@ def DiscreteVAE(
             `"reinmax"` (ReinMax's second-order gradient, Liu et al. 2023: `StraightThrough(surrogate=
             "reinmax")`, `DAB(surrogate="reinmax")`). Weights load only into a model of the same choice.
             Defaults to `"relaxation"`.
+        decoder_codes: The codes the decoder is fitted to in training: `"auto"` (the sampling layer's
+            training output: relaxed for `"relaxed"`, hard otherwise, as the shipped weights), `"hard"`
+            or `"relaxed"` (the relaxed sample at τ, whatever the estimator; the encoder still learns
+            through the estimator: `DiscreteVAEModel`). It changes training only; weights load only into
+            a model of the same choice. Defaults to `"auto"`.
         temperature: τ of the relaxation of `"relaxed"` and `"straight_through"`, where annealing
             starts (`fit(..., callbacks=[temperature_annealing(total_steps)])` anneals it to 0.3 as the
             recipe does; without a callback τ stays fixed). Defaults to `1.0`.
@@ -180,6 +186,7 @@ def DiscreteVAE(
         temperature=temperature,
         dab_residual=dab_residual,
         sample_gradient=sample_gradient,
+        decoder_codes=decoder_codes,
         name=name or model_name,
     )
     model.build((None, 28, 28, 1))
@@ -198,6 +205,8 @@ def DiscreteVAE(
         config["temperature"] = model.temperature
     if model.sample_gradient != "relaxation":  # left out when default, as in the manifests written before it
         config["sample_gradient"] = model.sample_gradient
+    if model.decoder_codes != "auto":  # left out when default, as in the manifests written before it
+        config["decoder_codes"] = model.decoder_codes
     zoo_weights.load(model, weights, model_name, key, config)
     return model
 

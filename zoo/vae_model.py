@@ -31,6 +31,13 @@ The sample is hard in the forward pass; its gradient comes from the estimator of
   the learned correction (`DAB(residual=True)`, whose "auto" base is the relaxation for `ArgMax`;
   `surrogate="relaxation"` for the bits).
 
+In training the decoder is fitted to the code it decodes: the relaxed sample with `"relaxed"`, the hard
+one otherwise. `decoder_codes="relaxed"` fits it to the relaxed sample whatever the estimator (and
+`"hard"` to the hard one): from one draw of the noise, the sampling layer's output trains the encoder
+through the estimator with the decoder's weights held fixed, and the other code, held fixed, trains the
+decoder. On the zoo's recipe a relaxed-code decoder brings straight-through on ReinMax 3.4 nats −ELBO
+closer to the Gumbel-Softmax (`benchmarks/RESULTS.md`, "Which codes the decoder trains on").
+
 The model draws the noise itself (Gumbel noise from `dab_keras.ops.gumbel_noise`, the op
 `ArgMax(stochastic=True)` uses) and feeds ℓ + G to a deterministic `ArgMax` (or `Sign`): the same
 computation as `ArgMax(stochastic=True)`, whose noise comes from the layer's own generator, but a seed
@@ -144,6 +151,15 @@ class DiscreteVAEModel(keras.Model):
             name): `"relaxation"` (straight-through Gumbel-Softmax / binary Concrete) or `"reinmax"`
             (ReinMax's, `surrogate="reinmax"`; the sampler reads the logits). Defaults to
             `"relaxation"` (also for configs saved before it existed).
+        decoder_codes: The codes the decoder's weights are fitted to in training: `"auto"` (the
+            sampling layer's training output, through which the encoder also learns: relaxed for
+            `"relaxed"`, hard otherwise), `"hard"` (the hard sample) or `"relaxed"` (the relaxed sample
+            at the layer's current τ; needs a sampling layer with a temperature: `"relaxed"`,
+            `"straight_through"` or the residual DAB). With `"hard"` or `"relaxed"` one draw of the
+            noise gives two codes: the sampling layer's output, decoded with the decoder's weights held
+            fixed, trains the encoder (and a DAB approximator) through the estimator; the chosen code,
+            held fixed, trains the decoder. The loss reported is the first code's bound. Evaluation
+            always decodes hard codes. Defaults to `"auto"` (also for configs saved before it existed).
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
@@ -157,6 +173,13 @@ class DiscreteVAEModel(keras.Model):
         >>> tuple(out["logits"].shape), tuple(out["posterior_logits"].shape)
         ((2, 28, 28, 1), (2, 8))
         >>> model.compile(optimizer="adam")  # fit(x) minimizes the negative ELBO
+
+        Straight-through on the hard sample for the encoder, a decoder fitted to relaxed codes:
+
+        >>> model = DiscreteVAEModel(estimator="straight_through", decoder_codes="relaxed", hidden_units=(32,))
+        >>> model.build()
+        >>> sorted(model(np.zeros((2, 28, 28, 1), "float32"), training=True))
+        ['decoder_logits', 'logits', 'posterior_logits']
     """
 
     def __init__(
@@ -172,6 +195,7 @@ class DiscreteVAEModel(keras.Model):
         seed=None,
         dab_residual=False,
         sample_gradient="relaxation",
+        decoder_codes="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -187,6 +211,7 @@ class DiscreteVAEModel(keras.Model):
         self.seed = seed
         self.dab_residual = zoo_weights.check_dab_residual(dab_residual, estimator)
         self.sample_gradient = zoo_weights.check_sample_gradient(sample_gradient, estimator, self.dab_residual)
+        self.decoder_codes = zoo_weights.check_decoder_codes(decoder_codes, estimator, self.dab_residual)
         self._estimator_arg = (
             estimator if isinstance(estimator, str) else dab_estimators.serialize(dab_estimators.get(estimator))
         )
@@ -228,6 +253,8 @@ class DiscreteVAEModel(keras.Model):
             shape = (None, layer.units)
         self.likelihood.build(shape)
         self.built = True
+        if self.decoder_codes == "relaxed" and self.sampler.temperature is None:  # an `Estimator` object's state
+            raise zoo_weights._relaxed_codes_error(self._estimator_arg, self.dab_residual)
 
     # ------------------------------------------------------------------ pieces
     def posterior_logits(self, x):
@@ -382,11 +409,39 @@ class DiscreteVAEModel(keras.Model):
         u = keras.random.uniform((n, self.bits), seed=seed)
         return ops.where(u < 0.5, -1.0, 1.0)
 
+    def decode_fixed(self, z):
+        """`decode(z)` with the decoder's weights held fixed (read through `stop_gradient`): gradients reach `z` only.
+
+        Args:
+            z: Codes, as for `decode`.
+
+        Returns:
+            `decode(z)`'s `(B, 28, 28, 1)` pixel logits.
+        """
+        weights = [*self.decoder_layers, self.likelihood]
+        fixed = [(v, ops.stop_gradient(v.value)) for layer in weights for v in layer.weights]
+        with keras.StatelessScope(state_mapping=fixed):
+            return self.decode(z)
+
     # ------------------------------------------------------------------ public API
     def call(self, inputs, training=None):
         logits = self.posterior_logits(inputs)
-        z = self.draw(logits, training=training)
-        return {"logits": self.decode(z), "posterior_logits": logits}
+        if not training or self.decoder_codes == "auto":
+            z = self.draw(logits, training=training)
+            return {"logits": self.decode(z), "posterior_logits": logits}
+        noise = self.latent_noise(ops.shape(logits))
+        z_encoder = self.sampler(logits, training=True, noise=noise)
+        # The op's own functions on the same perturbed logits: the layer is called once, so that its
+        # losses (DAB's) stay those of the training call.
+        if self.decoder_codes == "hard":
+            z_decoder = self.sampler.hard(logits + noise)
+        else:
+            z_decoder = self.sampler.relax(logits + noise, self.sampler.temperature)
+        return {
+            "logits": self.decode_fixed(z_encoder),
+            "decoder_logits": self.decode(ops.stop_gradient(z_decoder)),
+            "posterior_logits": logits,
+        }
 
     def neg_elbo(self, x, seed=None):
         """Single-sample negative ELBO in nats per example, `(B,)`: −log p(x|z) + KL, z ~ q(z|x) hard.
@@ -484,13 +539,19 @@ class DiscreteVAEModel(keras.Model):
         target = x if y is None else y
         per_example = vae_math.bernoulli_neg_log_likelihood(target, y_pred["logits"]) + self.kl(y_pred["posterior_logits"])
         self.neg_elbo_tracker.update_state(per_example, sample_weight=sample_weight)
-        if sample_weight is not None:
+
+        def batch_mean(values):
+            if sample_weight is None:
+                return ops.mean(values)
             w = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-            loss = ops.sum(per_example * w) / ops.maximum(ops.sum(w), 1e-12)
-        else:
-            loss = ops.mean(per_example)
+            return ops.sum(values * w) / ops.maximum(ops.sum(w), 1e-12)
+
+        loss = batch_mean(per_example)
         for extra in self.losses:  # the estimator's losses (DAB), added by the layers in training
             loss = loss + ops.cast(extra, "float32")
+        if "decoder_logits" in y_pred:  # `decoder_codes`: the decoder's own code adds its gradient, not its value
+            decoder_nll = batch_mean(vae_math.bernoulli_neg_log_likelihood(target, y_pred["decoder_logits"]))
+            loss = loss + (decoder_nll - ops.stop_gradient(decoder_nll))
         return loss
 
     def get_config(self):
@@ -508,6 +569,7 @@ class DiscreteVAEModel(keras.Model):
             "seed": self.seed,
             "dab_residual": self.dab_residual,
             "sample_gradient": self.sample_gradient,
+            "decoder_codes": self.decoder_codes,
         }
 
     @classmethod

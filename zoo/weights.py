@@ -318,14 +318,62 @@ def check_sample_gradient(sample_gradient, estimator, dab_residual=False):
     return sample_gradient
 
 
-#: Arguments of a weights configuration that may be left out when they have their default (`check_config`
-#: compares the default with the other side's value). `dab_residual` is written only when `True` and
-#: `sample_gradient` only when not `"relaxation"`, so the manifests written before they existed keep matching.
-CONFIG_DEFAULTS = {"dab_residual": False, "sample_gradient": "relaxation"}
+#: The codes a discrete VAE's decoder can be fitted to in training (`decoder_codes=`): the sampling layer's
+#: training output (`"auto"`), the hard sample, or the relaxed sample at the layer's τ.
+DECODER_CODES = ("auto", "hard", "relaxed")
 
-#: Arguments of a weights configuration that configure the estimator, not the network: they are not
-#: compared when the weights were trained with another estimator (its state is not loaded).
-ESTIMATOR_CONFIG = ("approximator_units", "dab_residual", "sample_gradient")
+
+def check_decoder_codes(decoder_codes, estimator, dab_residual=False):
+    """Checks the `decoder_codes` argument of a discrete VAE: relaxed codes only with a relaxation's τ.
+
+    An estimator given by name is checked here; an `Estimator` object when its layer is built.
+
+    Args:
+        decoder_codes: `"auto"`, `"hard"` or `"relaxed"`.
+        estimator: The model's estimator: a name or an `Estimator` instance.
+        dab_residual: Whether the DAB is the residual one. Defaults to `False`.
+
+    Returns:
+        `decoder_codes`.
+
+    Raises:
+        ValueError: if `decoder_codes` is not one of `DECODER_CODES`, or is `"relaxed"` with the paper's DAB
+            (its approximator has no temperature).
+
+    Examples:
+        >>> check_decoder_codes("relaxed", "straight_through")
+        'relaxed'
+        >>> check_decoder_codes("relaxed", "dab")
+        Traceback (most recent call last):
+        ...
+        ValueError: `decoder_codes='relaxed'` needs a sampling layer with a temperature ... Received: estimator='dab', dab_residual=False
+    """
+    decoder_codes = _validation.check_one_of("decoder_codes", decoder_codes, DECODER_CODES)
+    paper_dab = isinstance(estimator, str) and estimator_key(estimator) == "dab" and not dab_residual
+    if decoder_codes == "relaxed" and paper_dab:
+        raise _relaxed_codes_error(estimator, dab_residual)
+    return decoder_codes
+
+
+def _relaxed_codes_error(estimator, dab_residual):
+    """The `ValueError` of `decoder_codes="relaxed"` with a sampling layer that has no temperature."""
+    return ValueError(
+        "`decoder_codes='relaxed'` needs a sampling layer with a temperature (estimator='relaxed', "
+        "'straight_through' or the residual DAB). "
+        f"Received: estimator={estimator!r}, dab_residual={dab_residual!r}"
+    )
+
+
+#: Arguments of a weights configuration that may be left out when they have their default (`check_config`
+#: compares the default with the other side's value). `dab_residual` is written only when `True`,
+#: `sample_gradient` only when not `"relaxation"` and `decoder_codes` only when not `"auto"`, so the
+#: manifests written before they existed keep matching.
+CONFIG_DEFAULTS = {"dab_residual": False, "sample_gradient": "relaxation", "decoder_codes": "auto"}
+
+#: Arguments of a weights configuration that configure the estimator or how it trains the network, not the
+#: network: they are not compared when the weights were trained with another estimator (its state is not
+#: loaded; fine-tuning with another estimator may train differently).
+ESTIMATOR_CONFIG = ("approximator_units", "dab_residual", "sample_gradient", "decoder_codes")
 
 
 def _normalize(value):

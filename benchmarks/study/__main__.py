@@ -9,7 +9,6 @@
     python -m benchmarks.study codes --data mnist.npz --run straight_through=W.h5 --run dab_residual=W.h5
     python -m benchmarks.study bridge --data mnist.npz --task mnist_mlp_vq --out study/bridge_vq   # early budgets
     python -m benchmarks.study vae-gradients --data mnist.npz --state "GS=relaxed:W.h5@0.3"   # at trained states
-    python -m benchmarks.study vae-factorial --estimator relaxed --decoder-codes hard --data mnist.npz --out R
 """
 
 import argparse
@@ -45,7 +44,6 @@ def _parser():
         gradient_quality,
         runner,
         tasks,
-        vae_factorial,
         vae_gradients,
     )
 
@@ -81,8 +79,6 @@ def _parser():
         "bridge", help="an estimator's backward through a hard layer over training (held-out split)"))
     vae_gradients.add_arguments(commands.add_parser(
         "vae-gradients", help="estimators' encoder-gradient bias and variance at saved zoo VAE states"))
-    vae_factorial.add_arguments(commands.add_parser(
-        "vae-factorial", help="the zoo VAE with its decoder trained on hard or relaxed codes (one run)"))
     return parser
 
 
@@ -102,10 +98,6 @@ def main(argv=None):
         from benchmarks.study import vae_gradients
 
         return vae_gradients.main(args, command)
-    if args.command == "vae-factorial":
-        from benchmarks.study import vae_factorial
-
-        return vae_factorial.main(args, command)
     if args.command == "bridge":
         from benchmarks.study import bridge_dynamics
 
