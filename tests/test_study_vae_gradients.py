@@ -133,6 +133,35 @@ def test_summarize_resolves_an_offset_and_not_a_resample():
     assert same["cos_mean"] > 0.99
 
 
+def test_entropy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 3, 5)) * 2.0
+
+    def entropy(ell):
+        p = gq._softmax(ell)
+        return float(-np.sum(p * np.log(p)))
+
+    numeric = np.zeros_like(logits)
+    eps = 1e-6
+    for index in np.ndindex(logits.shape):
+        step = np.zeros_like(logits)
+        step[index] = eps
+        numeric[index] = (entropy(logits + step) - entropy(logits - step)) / (2 * eps)
+    np.testing.assert_allclose(vg.entropy_gradient(gq._softmax(logits)), numeric, atol=1e-7)
+
+
+def test_entropy_slope_measures_the_component_along_the_entropy_gradient():
+    rng = np.random.default_rng(4)
+    direction = vg.entropy_gradient(gq._softmax(rng.normal(size=(3, 2, 4))))
+    unit = direction / np.linalg.norm(direction)
+    other = rng.normal(size=direction.shape)
+    other -= np.sum(other * unit) * unit  # orthogonal to the entropy gradient
+    estimates = -0.3 * unit + other + 0.1 * rng.normal(size=(2000, *direction.shape))
+    slope, half = vg.entropy_slope(estimates, direction, scale=1.0)
+    assert slope == pytest.approx(-0.3, abs=3 * half) and half < 0.01
+    assert vg.entropy_slope(estimates, direction, scale=2.0)[0] == pytest.approx(slope / 2)
+
+
 def test_measure_state_rows_include_the_states_own_dab():
     model = _tiny_model("dab", dab_residual=True, sample_gradient="reinmax")
     rows, info = vg.measure_state(model, _images(4), temperature=0.5, samples=8, reference_samples=6, log=lambda _: None)
@@ -140,8 +169,9 @@ def test_measure_state_rows_include_the_states_own_dab():
     assert labels[:3] == ["straight-through Gumbel, τ=0.5", "Gumbel-Softmax (relaxed), τ=0.5", "ReinMax"]
     assert labels[3].startswith("the state's own DAB (reinmax base")
     for row in rows:
-        assert all(np.isfinite(row[key]) for key, _ in vg.COLUMNS)
-    assert 0.0 < info["entropy"] <= np.log(3) + 1e-9
+        assert all(np.isfinite(row[key]) for key in [*(k for k, _ in vg.COLUMNS), "entropy_slope",
+                                                      "entropy_slope_half"])
+    assert 0.0 < info["entropy"] <= np.log(3) + 1e-9 and np.isfinite(info["entropy_slope"])
     text = vg.table_markdown([("tiny", rows, {**info, "neg_elbo": 500.0})])
     assert text.count("\n") == 2 + len(rows)
 
@@ -187,7 +217,7 @@ def test_command_line_measures_shipped_states(tmp_path):
     states = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and not line.startswith("| |")]
     assert states == ["state", "GS", "DR"]
     first_dr = next(i for i, line in enumerate(lines) if line.startswith("| DR"))
-    estimators_of_dr = [line.split("|")[5].strip() for line in lines[first_dr:] if line.startswith("|")]
+    estimators_of_dr = [line.split("|")[6].strip() for line in lines[first_dr:] if line.startswith("|")]
     assert len(estimators_of_dr) == 4
     assert estimators_of_dr[-1].startswith("the state's own DAB (reinmax base")
     assert "τ=0.3" in out.read_text() and "τ=1" in out.read_text()
