@@ -3,7 +3,9 @@
 A run writes into its output folder:
 
 - `log.csv` (Keras `CSVLogger`, one row per epoch, appended on `resume`),
-- `backup/` (Keras `BackupAndRestore`: model, optimizer and epoch, so `resume=True` continues a stopped run),
+- `backup/` (Keras `BackupAndRestore`: model, optimizer and epoch, so `resume=True` continues a stopped run;
+  beside them the states of the model's random-seed generators, `seed_states.npz`, so that a resumed run
+  draws the random numbers an uninterrupted one would, e.g. a VAE's latent noise),
 - `checkpoint.weights.h5` (the latest epoch's weights),
 - `<model>-<estimator>.weights.h5` and its manifest `<model>-<estimator>.json` (sha256, test metrics, the
   command, data, seed, samples seen, time) once the run ends. Copy both into `zoo/weights/` to ship them.
@@ -18,9 +20,11 @@ import numbers
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from dab_keras import layers as dab_layers
 from dab_keras.zoo import data as zoo_data
@@ -472,6 +476,7 @@ def train(
         *task.callbacks(net, total_steps),  # the recipe's own (e.g. the VAE's temperature schedule)
         *(callbacks or []),
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+        _SeedStates(backup_dir, initial_epoch),
         keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=resume),
         keras.callbacks.ModelCheckpoint(str(output_dir / "checkpoint.weights.h5"), save_weights_only=True),
         *([_EpochWeights(net, output_dir / CHECKPOINTS_DIR, args["checkpoint_every"])]
@@ -662,6 +667,50 @@ class _LayerScalars(keras.callbacks.Callback):
                 logs[f"{layer.name}_temperature"] = float(keras.ops.convert_to_numpy(temperature))
 
 
+#: The file in a run's `backup/` that holds its random-seed states (`_SeedStates`).
+SEED_STATES_FILE = "seed_states.npz"
+
+
+class _SeedStates(keras.callbacks.Callback):
+    # Beside the backup: the states of the model's `keras.random.SeedGenerator`s (a VAE's latent noise, a
+    # stochastic layer's), which neither weight files nor BackupAndRestore hold. Without them a resumed run
+    # starts its random draws over and trains other weights than an uninterrupted one.
+    def __init__(self, backup_dir, resume_epoch):
+        super().__init__()
+        self.path = Path(backup_dir) / SEED_STATES_FILE
+        self.resume_epoch = resume_epoch
+
+    def _variables(self):
+        weights = {id(v) for v in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
+
+    def on_train_begin(self, logs=None):
+        variables = self._variables()
+        if not self.resume_epoch or not variables:
+            return
+        saved = dict(np.load(self.path)) if self.path.is_file() else {}
+        paths = [str(p) for p in saved.get("paths", [])]
+        if int(saved.get("epoch", -1)) != self.resume_epoch or paths != [v.path for v in variables]:
+            warnings.warn(
+                f"The run's random-seed states ({self.path}) are missing or not those of the backup's epoch "
+                f"{self.resume_epoch}: the resumed run draws other random numbers than an uninterrupted run "
+                "would, so its weights will differ from that run's.",
+                stacklevel=2,
+            )
+            return
+        for i, variable in enumerate(variables):
+            variable.assign(saved[f"state_{i}"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = self._variables()
+        if not variables:
+            return
+        states = {f"state_{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
+        partial = self.path.with_name("seed_states.partial.npz")
+        np.savez(partial, epoch=epoch + 1, paths=np.array([v.path for v in variables]), **states)
+        os.replace(partial, self.path)  # never a half-written file
+
+
 class _RunRecord(keras.callbacks.Callback):
     # After the backup: appends each finished epoch (steps, seconds) to run.json.
     def __init__(self, path, record):
@@ -783,8 +832,8 @@ def _model_config(task, net, config):
 
 
 def _run_name(estimator, config):
-    # The default run folder's suffix: a residual DAB run does not share the paper's DAB folder, nor a run
-    # whose decoder trains on other codes the default's.
+    # The default run folder's suffix: a residual DAB run does not share the paper's DAB folder, and a run
+    # whose decoder trains on other codes does not share the folder of the sampler's own codes.
     key = zoo_weights.weights_key(estimator, config.get("dab_residual", False),
                                   config.get("sample_gradient", "relaxation"))
     codes = config.get("decoder_codes", "auto")

@@ -313,3 +313,38 @@ def test_samples_per_second_is_the_steady_speed_without_the_first_epoch(tmp_path
     later = sum(e["seconds"] for e in epochs[1:])
     assert manifest["samples_per_second"] == round(9 * 64 / later)
     assert manifest["train_seconds"] >= 2.0 and manifest["samples_per_second"] > 3 * 64 * 12 / manifest["train_seconds"]
+
+
+_VAE_SMALL = {"groups": 3, "categories": 4, "hidden_units": [16]}
+
+
+def _fake_mnist(path, n_train=200, n_test=20):
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.integers(0, 256, (n_train, 28, 28), dtype="uint8"), y_train=np.zeros(n_train),
+             x_test=rng.integers(0, 256, (n_test, 28, 28), dtype="uint8"), y_test=np.zeros(n_test))
+    return path
+
+
+def _values(model):
+    return [np.array(keras.ops.convert_to_numpy(w)) for w in model.weights]
+
+
+def test_a_vae_run_resumes_its_latent_noise_and_ends_at_the_uninterrupted_runs_weights(tmp_path):
+    # The VAE draws its latent noise from a SeedGenerator, whose state no weights file holds: the backup
+    # keeps it, so the resumed run draws the noise the uninterrupted one drew.
+    data = _fake_mnist(tmp_path / "mnist.npz")
+    kwargs = dict(estimator="straight_through", epochs=3, batch_size=50, data=str(data), verbose=0,
+                  config=_VAE_SMALL, evaluate_at_end=False)
+    full = _values(training.train("discrete_vae", output_dir=tmp_path / "full", **kwargs)["model"])
+    for run in ("cut", "lost"):
+        with pytest.raises(RuntimeError, match="stopped"):
+            training.train("discrete_vae", output_dir=tmp_path / run, callbacks=[_StopBefore(2)], **kwargs)
+        assert (tmp_path / run / "backup" / training.SEED_STATES_FILE).is_file()
+    resumed = _values(training.train("discrete_vae", output_dir=tmp_path / "cut", resume=True, **kwargs)["model"])
+    for a, b in zip(full, resumed, strict=True):
+        np.testing.assert_array_equal(b, a)
+    # Without the states the resumed run starts its draws over: it says so, and ends elsewhere.
+    (tmp_path / "lost" / "backup" / training.SEED_STATES_FILE).unlink()
+    with pytest.warns(UserWarning, match="random-seed states .* missing or not those of the backup's epoch 2"):
+        lost = _values(training.train("discrete_vae", output_dir=tmp_path / "lost", resume=True, **kwargs)["model"])
+    assert any(not np.array_equal(a, b) for a, b in zip(full, lost))
