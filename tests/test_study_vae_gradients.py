@@ -225,3 +225,37 @@ def test_command_line_measures_shipped_states(tmp_path):
         main(["vae-gradients", "--data", str(data), "--images", "1", "--state", "a=relaxed:w.h5"])
     with pytest.raises(SystemExit, match="KIND must be one of"):
         main(["vae-gradients", "--data", str(data), "--state", "a=magic:w.h5"])
+
+
+def test_bound_terms_split_the_elbo_into_reconstruction_and_kl():
+    from dab_keras.zoo import vae_evaluation, vae_math
+
+    model = _tiny_model("straight_through")
+    images = _images(5)
+    terms = vg.bound_terms(model, images)
+    assert terms["neg_elbo"] == pytest.approx(vae_evaluation.mean_bound(model.neg_elbo, images), rel=1e-9)
+    logits = model.posterior_logits(images)
+    kl = float(np.mean(keras.ops.convert_to_numpy(vae_math.categorical_kl_to_uniform(logits))))
+    assert terms["kl"] == pytest.approx(kl, rel=1e-5)
+    assert terms["reconstruction"] == pytest.approx(terms["neg_elbo"] - kl, rel=1e-5)
+    # KL to the uniform prior is G (log K − H): the entropy is its complement
+    assert terms["entropy"] == pytest.approx(np.log(3) - kl / 2, rel=1e-4)
+
+
+def test_command_line_bounds_only(tmp_path):
+    from benchmarks.study.__main__ import main
+    from dab_keras.zoo import weights as zoo_weights
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "mnist.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (3, 28, 28), dtype="uint8"), y_train=np.arange(3),
+             x_test=rng.integers(0, 256, (7, 28, 28), dtype="uint8"), y_test=np.arange(7))
+    out = tmp_path / "bounds.md"
+    weights = zoo_weights.WEIGHTS_DIR / "discrete_vae-relaxed.weights.h5"
+    assert main(["vae-gradients", "--data", str(data), "--bounds-only", "--output", str(out),
+                 "--state", f"GS=relaxed:{weights}"]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| GS")]
+    assert len(rows) == 1
+    neg_elbo, reconstruction, kl = (float(v) for v in rows[0].split("|")[2:5])
+    assert neg_elbo == pytest.approx(reconstruction + kl, abs=0.02) and kl > 0
+
