@@ -259,10 +259,7 @@ def check_arguments(
     if "dab_residual" in config:  # refused before any work, not when the model is built
         if not zoo_weights.check_dab_residual(config["dab_residual"], estimator):
             del config["dab_residual"]  # the default: the same run as without it (run.json, folder, manifest)
-    if "sample_gradient" in config:
-        _check_sample_gradient(task, estimator, config)
-    if "decoder_codes" in config:
-        _check_decoder_codes(task, estimator, config)
+    _check_vae_options(task, estimator, config)
     if tensorboard is not False and tensorboard is not True and not isinstance(tensorboard, (str, os.PathLike)):
         raise ValueError(f"`tensorboard` must be a bool or a folder path. Received: tensorboard={tensorboard!r}")
     if tensorboard is not False and importlib.util.find_spec("tensorboard") is None:
@@ -797,22 +794,23 @@ def export_weights(task, estimator, config, model, path):
     return path
 
 
-def _check_sample_gradient(task, estimator, config):
-    """Checks `config["sample_gradient"]` before any work; drops it when it is the default."""
-    if "sample_gradient" not in inspect.signature(task.constructor).parameters:
-        raise ValueError(f"`sample_gradient` applies to the discrete VAEs only. Received: model {task.name!r}")
-    value = zoo_weights.check_sample_gradient(config["sample_gradient"], estimator, config.get("dab_residual", False))
-    if value == "relaxation":
-        del config["sample_gradient"]  # the default: the same run as without it
+#: The discrete VAEs' training options: each one's check (`zoo.weights`) and default. At its default an
+#: option is dropped from a run's config and manifest, which read as they did before the option existed.
+_VAE_OPTIONS = {
+    "sample_gradient": (zoo_weights.check_sample_gradient, "relaxation"),
+    "decoder_codes": (zoo_weights.check_decoder_codes, "auto"),
+}
 
 
-def _check_decoder_codes(task, estimator, config):
-    """Checks `config["decoder_codes"]` before any work; drops it when it is the default."""
-    if "decoder_codes" not in inspect.signature(task.constructor).parameters:
-        raise ValueError(f"`decoder_codes` applies to the discrete VAEs only. Received: model {task.name!r}")
-    value = zoo_weights.check_decoder_codes(config["decoder_codes"], estimator, config.get("dab_residual", False))
-    if value == "auto":
-        del config["decoder_codes"]  # the default: the same run as without it
+def _check_vae_options(task, estimator, config):
+    """Checks the discrete VAEs' options in `config` before any work; drops those at their default."""
+    for name, (check, default) in _VAE_OPTIONS.items():
+        if name not in config:
+            continue
+        if name not in inspect.signature(task.constructor).parameters:
+            raise ValueError(f"`{name}` applies to the discrete VAEs only. Received: model {task.name!r}")
+        if check(config[name], estimator, config.get("dab_residual", False)) == default:
+            del config[name]  # the default: the same run as without it
 
 
 def _model_config(task, net, config):
@@ -824,10 +822,9 @@ def _model_config(task, net, config):
     out.update({k: v for k, v in config.items() if k in out})
     if not out.get("dab_residual", True):
         del out["dab_residual"]  # the paper's DAB: written as its manifests were before the option existed
-    if out.get("sample_gradient") == "relaxation":
-        del out["sample_gradient"]  # the default: written as the manifests were before the option existed
-    if out.get("decoder_codes") == "auto":
-        del out["decoder_codes"]  # the default: written as the manifests were before the option existed
+    for name, (_, default) in _VAE_OPTIONS.items():
+        if name in out and out[name] == default:
+            del out[name]  # the default: written as the manifests were before the option existed
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
@@ -872,10 +869,7 @@ def evaluate(model, weights="pretrained", estimator=None, data="tfds", verbose=0
     """
     task = registry.get(model)
     estimator = zoo_weights.estimator_key(estimator or task.default_estimator)
-    if "sample_gradient" in config:
-        _check_sample_gradient(task, estimator, config)
-    if "decoder_codes" in config:
-        _check_decoder_codes(task, estimator, config)
+    _check_vae_options(task, estimator, config)
     config = {**_manifest_config(task, weights, estimator), **config}
     net = task.build(estimator, weights=weights, **config)
     return task.evaluate(net, data=data, verbose=verbose)
