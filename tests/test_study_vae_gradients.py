@@ -240,6 +240,8 @@ def test_bound_terms_split_the_elbo_into_reconstruction_and_kl():
     assert terms["reconstruction"] == pytest.approx(terms["neg_elbo"] - kl, rel=1e-5)
     # KL to the uniform prior is G (log K − H): the entropy is its complement
     assert terms["entropy"] == pytest.approx(np.log(3) - kl / 2, rel=1e-4)
+    probs = gq._softmax(np.asarray(keras.ops.convert_to_numpy(logits), "float64"))
+    assert terms["entropy"] == pytest.approx(float(np.mean(-np.sum(probs * np.log(probs), axis=-1))), rel=1e-4)
 
 
 def test_command_line_bounds_only(tmp_path):

@@ -16,6 +16,7 @@ import sys
 
 _BACKENDS = ("tensorflow", "jax")
 _ESTIMATORS = ("dab", "straight_through", "relaxed")
+_DECODER_CODES = ("auto", "hard", "relaxed")  # `dab_keras.zoo.weights.DECODER_CODES` (not imported: no backend yet)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,7 +97,7 @@ def build_parser():
         "(default: relaxation, straight-through Gumbel-Softmax / binary Concrete; reinmax: ReinMax's)",
     )
     p.add_argument(
-        "--decoder-codes", choices=("auto", "hard", "relaxed"),
+        "--decoder-codes", choices=_DECODER_CODES,
         help="discrete VAEs: the codes the decoder is fitted to in training (default: auto, the sampling "
         "layer's output; relaxed: the relaxed sample at tau whatever the estimator, while the encoder learns "
         "through the estimator); default run folder dab_zoo_runs/MODEL-ESTIMATOR_CODES_codes",
@@ -166,7 +167,7 @@ def build_parser():
         help="discrete VAEs: the base gradient the weights were trained with (default: relaxation)",
     )
     p.add_argument(
-        "--decoder-codes", choices=("auto", "hard", "relaxed"),
+        "--decoder-codes", choices=_DECODER_CODES,
         help="discrete VAEs: the codes the weights' decoder was fitted to (default: auto)",
     )
     p.add_argument(

@@ -794,22 +794,23 @@ def export_weights(task, estimator, config, model, path):
     return path
 
 
-#: The discrete VAEs' training options: each one's check (`zoo.weights`) and default. At its default an
-#: option is dropped from a run's config and manifest, which read as they did before the option existed.
+#: The discrete VAEs' training options and each one's check (`zoo.weights`). At its default
+#: (`zoo.weights.CONFIG_DEFAULTS`) an option is dropped from a run's config and manifest, which read as they
+#: did before the option existed.
 _VAE_OPTIONS = {
-    "sample_gradient": (zoo_weights.check_sample_gradient, "relaxation"),
-    "decoder_codes": (zoo_weights.check_decoder_codes, "auto"),
+    "sample_gradient": zoo_weights.check_sample_gradient,
+    "decoder_codes": zoo_weights.check_decoder_codes,
 }
 
 
 def _check_vae_options(task, estimator, config):
     """Checks the discrete VAEs' options in `config` before any work; drops those at their default."""
-    for name, (check, default) in _VAE_OPTIONS.items():
+    for name, check in _VAE_OPTIONS.items():
         if name not in config:
             continue
         if name not in inspect.signature(task.constructor).parameters:
             raise ValueError(f"`{name}` applies to the discrete VAEs only. Received: model {task.name!r}")
-        if check(config[name], estimator, config.get("dab_residual", False)) == default:
+        if check(config[name], estimator, config.get("dab_residual", False)) == zoo_weights.CONFIG_DEFAULTS[name]:
             del config[name]  # the default: the same run as without it
 
 
@@ -822,8 +823,8 @@ def _model_config(task, net, config):
     out.update({k: v for k, v in config.items() if k in out})
     if not out.get("dab_residual", True):
         del out["dab_residual"]  # the paper's DAB: written as its manifests were before the option existed
-    for name, (_, default) in _VAE_OPTIONS.items():
-        if name in out and out[name] == default:
+    for name in _VAE_OPTIONS:
+        if name in out and out[name] == zoo_weights.CONFIG_DEFAULTS[name]:
             del out[name]  # the default: written as the manifests were before the option existed
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 

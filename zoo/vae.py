@@ -203,10 +203,9 @@ def DiscreteVAE(
             config["dab_residual"] = True
     elif key in ("relaxed", "straight_through"):
         config["temperature"] = model.temperature
-    if model.sample_gradient != "relaxation":  # left out when default, as in the manifests written before it
-        config["sample_gradient"] = model.sample_gradient
-    if model.decoder_codes != "auto":  # left out when default, as in the manifests written before it
-        config["decoder_codes"] = model.decoder_codes
+    for option in ("sample_gradient", "decoder_codes"):  # left out at their defaults, as in older manifests
+        if getattr(model, option) != zoo_weights.CONFIG_DEFAULTS[option]:
+            config[option] = getattr(model, option)
     zoo_weights.load(model, weights, model_name, key, config)
     return model
 

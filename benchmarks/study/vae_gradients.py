@@ -227,6 +227,11 @@ def estimator_layers(model, temperature):
     return out
 
 
+def posterior_entropy(probs):
+    """The entropy −Σ_k π_k log π_k of each group's categorical, in nats, shaped like `probs` without its last axis."""
+    return -np.sum(probs * np.log(np.maximum(probs, 1e-300)), axis=-1)
+
+
 def entropy_gradient(probs):
     r"""$\nabla_\ell H$ of the posterior's entropy $H = -\sum_k \pi_k \log \pi_k$ per group, $\pi = \mathrm{softmax}(\ell)$.
 
@@ -245,9 +250,7 @@ def entropy_gradient(probs):
         >>> entropy_gradient(np.array([[0.5, 0.25, 0.25]])).round(4).tolist()  # toward the less likely ones
         [[-0.1733, 0.0866, 0.0866]]
     """
-    log_p = np.log(np.maximum(probs, 1e-300))
-    entropy = -np.sum(probs * log_p, axis=-1, keepdims=True)
-    return -probs * (log_p + entropy)
+    return -probs * (np.log(np.maximum(probs, 1e-300)) + posterior_entropy(probs)[..., None])
 
 
 def entropy_slope(estimates, entropy_grad, scale):
@@ -347,7 +350,7 @@ def measure_state(model, images, temperature=1.0, samples=400, reference_samples
     entropy_grad = entropy_gradient(probs)
     info = {
         "grad_norm": grad_norm,
-        "entropy": float(-np.mean(np.sum(probs * np.log(probs + 1e-300), axis=-1))),
+        "entropy": float(np.mean(posterior_entropy(probs))),
         "entropy_slope": entropy_slope(reference, entropy_grad, grad_norm)[0],
         "first_order_error": linearity,
     }
@@ -389,7 +392,7 @@ def bound_terms(model, images):
 
     The −ELBO is the zoo's evaluation (`vae_evaluation.mean_bound(model.neg_elbo, images)`, a manifest's
     `neg_elbo` on the dynamically binarized test set); the KL is analytic, so the reconstruction term is
-    their difference.
+    their difference. The KL to the uniform prior is G (log K − H), which gives the mean entropy H.
 
     Args:
         model: A categorical `DiscreteVAEModel`.
@@ -403,16 +406,14 @@ def bound_terms(model, images):
 
     from dab_keras.zoo import vae_evaluation
 
-    kl, entropy = [], []
+    kl = []
     for start in range(0, len(images), vae_evaluation.EVAL_BATCH):
         logits = model.posterior_logits(np.asarray(images[start:start + vae_evaluation.EVAL_BATCH], "float32"))
         kl.append(np.asarray(ops.convert_to_numpy(model.kl(logits)), "float64"))
-        probs = gq._softmax(np.asarray(ops.convert_to_numpy(logits), "float64"))
-        entropy.append(-np.sum(probs * np.log(probs + 1e-300), axis=-1).mean(axis=-1))
     neg_elbo = vae_evaluation.mean_bound(model.neg_elbo, images)
     kl = float(np.concatenate(kl).mean())
     return {"neg_elbo": neg_elbo, "reconstruction": neg_elbo - kl, "kl": kl,
-            "entropy": float(np.concatenate(entropy).mean())}
+            "entropy": math.log(model.categories) - kl / model.groups}
 
 
 def bounds_markdown(states):

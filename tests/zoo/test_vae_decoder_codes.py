@@ -216,3 +216,10 @@ def test_a_zoo_run_trains_the_decoder_on_the_chosen_codes_and_resumes(tmp_path):
     again = zoo.train("discrete_vae", estimator="relaxed", epochs=2, data=str(data), seed=1, config=config,
                       output_dir=out, resume=True)
     assert again["complete"]
+
+
+def test_the_command_line_offers_the_models_choices():
+    from dab_keras.zoo import cli
+
+    # the CLI names them itself, before a backend is imported
+    assert cli._DECODER_CODES == zoo.weights.DECODER_CODES
