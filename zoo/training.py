@@ -799,7 +799,9 @@ def export_weights(task, estimator, config, model, path):
 #: did before the option existed.
 _VAE_OPTIONS = {
     "sample_gradient": zoo_weights.check_sample_gradient,
-    "decoder_codes": zoo_weights.check_decoder_codes,
+    # the sampler's own codes are the default's run (`canonical_decoder_codes`)
+    "decoder_codes": lambda codes, estimator, residual: zoo_weights.canonical_decoder_codes(
+        zoo_weights.check_decoder_codes(codes, estimator, residual), estimator),
 }
 
 

@@ -147,7 +147,8 @@ def DiscreteVAE(
             training output: relaxed for `"relaxed"`, hard otherwise, as the shipped weights), `"hard"`
             or `"relaxed"` (the relaxed sample at τ, whatever the estimator; the encoder still learns
             through the estimator: `DiscreteVAEModel`). It changes training only; weights load only into
-            a model of the same choice. Defaults to `"auto"`.
+            a model of the same choice, where the sampler's own codes (`"relaxed"` with `"relaxed"`,
+            `"hard"` otherwise) count as `"auto"`, which trains the same. Defaults to `"auto"`.
         temperature: τ of the relaxation of `"relaxed"` and `"straight_through"`, where annealing
             starts (`fit(..., callbacks=[temperature_annealing(total_steps)])` anneals it to 0.3 as the
             recipe does; without a callback τ stays fixed). Defaults to `1.0`.
@@ -203,9 +204,12 @@ def DiscreteVAE(
             config["dab_residual"] = True
     elif key in ("relaxed", "straight_through"):
         config["temperature"] = model.temperature
-    for option in ("sample_gradient", "decoder_codes"):  # left out at their defaults, as in older manifests
-        if getattr(model, option) != zoo_weights.CONFIG_DEFAULTS[option]:
-            config[option] = getattr(model, option)
+    options = {"sample_gradient": model.sample_gradient,
+               # the sampler's own codes train as "auto" does: its weights load
+               "decoder_codes": zoo_weights.canonical_decoder_codes(model.decoder_codes, estimator)}
+    for option, value in options.items():  # left out at their defaults, as in older manifests
+        if value != zoo_weights.CONFIG_DEFAULTS[option]:
+            config[option] = value
     zoo_weights.load(model, weights, model_name, key, config)
     return model
 

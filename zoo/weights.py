@@ -355,6 +355,33 @@ def check_decoder_codes(decoder_codes, estimator, dab_residual=False):
     return decoder_codes
 
 
+def canonical_decoder_codes(decoder_codes, estimator):
+    """`decoder_codes` as runs and weights record it: `"auto"` where it names the sampler's own codes.
+
+    With a named estimator, `"relaxed"` (for `"relaxed"`) or `"hard"` (for `"straight_through"` and
+    `"dab"`) fits the decoder to the codes `"auto"` gives it, with the same loss and gradients: the same
+    run, whose weights are those of `"auto"`. An `Estimator` object keeps its choice.
+
+    Args:
+        decoder_codes: A checked `decoder_codes` (`check_decoder_codes`).
+        estimator: The model's estimator: a name or an `Estimator` instance.
+
+    Returns:
+        `"auto"`, `"hard"` or `"relaxed"`.
+
+    Examples:
+        >>> canonical_decoder_codes("relaxed", "relaxed"), canonical_decoder_codes("hard", "ste")
+        ('auto', 'auto')
+        >>> canonical_decoder_codes("relaxed", "straight_through")
+        'relaxed'
+    """
+    if isinstance(estimator, str):
+        own = "relaxed" if estimator_key(estimator) == "relaxed" else "hard"
+        if decoder_codes == own:
+            return "auto"
+    return decoder_codes
+
+
 def _relaxed_codes_error(estimator, dab_residual):
     """The `ValueError` of `decoder_codes="relaxed"` with a sampling layer that has no temperature."""
     return ValueError(

@@ -181,6 +181,25 @@ def test_weights_load_only_into_a_model_of_the_same_choice_within_an_estimator(t
     assert model.decoder_codes == "relaxed"
 
 
+@pytest.mark.parametrize("kwargs, key", [
+    ({"estimator": "relaxed", "decoder_codes": "relaxed"}, "relaxed"),
+    ({"estimator": "dab", "dab_residual": True, "sample_gradient": "reinmax", "decoder_codes": "hard"},
+     "dab_residual_reinmax"),
+])
+def test_the_samplers_own_codes_load_the_weights_of_auto_and_train_as_its_run(kwargs, key):
+    model = vae.DiscreteVAE(weights="pretrained", **kwargs)
+    assert model.decoder_codes == kwargs["decoder_codes"]  # the model keeps the choice it was given
+    shipped = vae.DiscreteVAE(weights=key, **{k: v for k, v in kwargs.items() if k != "decoder_codes"})
+    for ours, theirs in zip(model.weights, shipped.weights):
+        np.testing.assert_array_equal(_np(ours), _np(theirs))
+    checked = training.check_arguments(zoo.registry.get("discrete_vae"), estimator=kwargs["estimator"],
+                                       config={k: v for k, v in kwargs.items() if k != "estimator"})
+    assert "decoder_codes" not in checked["config"]  # the run and its folder are those of "auto"
+    other = "hard" if kwargs["decoder_codes"] == "relaxed" else "relaxed"
+    with pytest.raises(ValueError, match=rf"decoder_codes='{other}' \(weights: 'auto'\)"):
+        vae.DiscreteVAE(weights="pretrained", **{**kwargs, "decoder_codes": other})
+
+
 def test_train_checks_names_and_records_the_option(tmp_path):
     with pytest.raises(ValueError, match=r"`decoder_codes` applies to the discrete VAEs only. Received: model 'sorter'"):
         zoo.train("sorter", samples=2048, config={"decoder_codes": "relaxed"}, output_dir=tmp_path / "s")
