@@ -646,3 +646,104 @@ def test_warmup_dab_counts_the_steps_of_a_compiled_fit_and_saves_its_count(tmp_p
     loaded_sign = next(lay for lay in loaded.layers if isinstance(lay, layers.Sign))
     assert isinstance(loaded_sign.estimator, study_estimators.WarmupDAB)
     assert float(keras.ops.convert_to_numpy(loaded_sign.estimator_state.warmup_step)) == 12.0
+
+
+def _argmax_with(estimator, logits, noise):
+    from dab_keras import layers
+
+    layer = layers.ArgMax(estimator=estimator)
+    layer(logits, noise=noise, training=True)  # builds the layer and its approximator (the correction is 0)
+    head = layer.estimator_state.approximator.head
+    rng = np.random.default_rng(5)
+    head.kernel.assign(rng.normal(0.0, 0.5, head.kernel.shape).astype("float32"))  # a non-zero correction
+    head.bias.assign(rng.normal(0.0, 0.2, head.bias.shape).astype("float32"))
+    return layer
+
+
+def test_mean_fitted_dab_bridges_the_sample_through_its_relaxation_and_a_correction_of_the_logits():
+    import keras
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 1.5, (3, 4)).astype("float32")
+    noises = [-np.log(-np.log(rng.uniform(1e-6, 1.0, (3, 4)))).astype("float32") for _ in range(2)]
+    weights = rng.normal(0.0, 1.0, (3, 4)).astype("float32")
+    layer = _argmax_with(tasks.make_estimator("dab_mean"), logits, noises[0])
+    assert isinstance(layer.estimator, study_estimators.MeanFittedDAB)
+    approximator = layer.estimator_state.approximator
+    correction_grad = _gradient(lambda t: keras.ops.sum(approximator(t) * weights), logits)
+    assert np.abs(correction_grad).max() > 0.05  # a correction whose gradient the bridge can show
+    for noise in noises:
+        out = np.asarray(layer(logits, noise=noise, training=True))
+        np.testing.assert_array_equal(out, np.eye(4)[np.argmax(logits + noise, axis=-1)])  # the hard sample
+        grad = _gradient(lambda t, n=noise: keras.ops.sum(layer(t, noise=n, training=True) * weights), logits)
+        # J_s at the perturbed logits (softmax at τ = 1) plus J_c at the logits themselves
+        relaxed_grad = _gradient(lambda t, n=noise: keras.ops.sum(keras.ops.softmax(t + n, axis=-1) * weights),
+                                 logits)
+        np.testing.assert_allclose(grad, relaxed_grad + correction_grad, rtol=1e-4, atol=1e-5)
+    # the library's residual DAB, with the same correction, evaluates it at the perturbed logits instead
+    noise = noises[0]
+    grad = _gradient(lambda t: keras.ops.sum(layer(t, noise=noise, training=True) * weights), logits)
+    dab = _argmax_with("dab", logits, noise)
+    dab.estimator_state.approximator.set_weights(approximator.get_weights())
+    dab_grad = _gradient(lambda t: keras.ops.sum(dab(t, noise=noise, training=True) * weights), logits)
+    perturbed_grad = _gradient(lambda t: keras.ops.sum(approximator(t + noise) * weights), logits)
+    relaxed_grad = _gradient(lambda t: keras.ops.sum(keras.ops.softmax(t + noise, axis=-1) * weights), logits)
+    np.testing.assert_allclose(dab_grad, relaxed_grad + perturbed_grad, rtol=1e-4, atol=1e-5)
+    assert np.abs(dab_grad - grad).max() > 1e-2
+
+
+def test_mean_fitted_dab_fits_the_noise_average_of_the_sample_minus_its_relaxation():
+    import keras
+
+    from dab_keras import layers
+
+    keras.utils.set_random_seed(0)
+    sampler = layers.ArgMax(stochastic=True, estimator=tasks.make_estimator("dab_mean"))
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, sampler(inputs))
+    # the task loss is 0: only the DAB loss trains the correction c(ℓ)
+    schedule = keras.optimizers.schedules.CosineDecay(0.01, 600)  # the noisy targets average out as it decays
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=lambda y, p: 0.0 * keras.ops.mean(p))
+    x = np.random.default_rng(0).normal(0.0, 1.5, (600 * 512, 3)).astype("float32")
+    model.fit(x, x, batch_size=512, epochs=1, verbose=0)
+    grid = np.random.default_rng(1).normal(0.0, 1.0, (32, 3)).astype("float32")
+    c = keras.ops.convert_to_numpy(sampler.estimator_state.approximator(grid))
+    gumbel = -np.log(-np.log(np.random.default_rng(2).uniform(1e-9, 1.0, (20000, 1, 3))))
+    perturbed = grid[None] + gumbel
+    relaxed = np.exp(perturbed - perturbed.max(-1, keepdims=True))
+    relaxed = (relaxed / relaxed.sum(-1, keepdims=True)).mean(0)  # E softmax(ℓ + G)
+    softmax = np.exp(grid) / np.exp(grid).sum(-1, keepdims=True)  # E onehot(argmax(ℓ + G))
+    target = softmax - relaxed
+    assert np.abs(target).max() > 0.1  # the noise average is far from 0: the test can tell
+    assert np.abs(c - target).max() < 0.03
+
+
+def test_vae_recipe_trains_the_zoo_vae_with_a_study_estimator_as_its_residual_dab(tmp_path):
+    import json
+
+    from benchmarks.study import vae_recipe
+    from benchmarks.study.__main__ import main
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mnist.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (200, 28, 28), dtype="uint8"), y_train=np.zeros(200),
+             x_test=rng.integers(0, 256, (20, 28, 28), dtype="uint8"), y_test=np.zeros(20))
+    out = tmp_path / "run"
+    argv = ["vae-recipe", "--estimator", "dab_mean", "--seed", "1", "--data", str(data), "--decoder-codes",
+            "relaxed", "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    manifests = [p for p in out.glob("*.json") if p.name != "run.json"]
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["study_estimator"] == "dab_mean" and manifest["model"] == "discrete_vae-dab_mean"
+    assert manifest["config"]["decoder_codes"] == "relaxed" and manifest["config"]["dab_residual"] is True
+    assert np.isfinite(manifest["metrics"]["neg_elbo"])
+    model = vae_recipe.candidate_task("dab_mean").build("dab", dab_residual=True, decoder_codes="relaxed")
+    sampler = model.sampler
+    assert isinstance(sampler.estimator, study_estimators.MeanFittedDAB)
+    assert [layer.units for layer in sampler.estimator_state.approximator.hidden] == [64]  # the zoo's network
+    assert main(argv + ["--resume"]) == 0  # a finished run is not trained again
+    with pytest.raises(ValueError, match="trains the residual DAB only"):
+        vae_recipe.candidate_task("dab_mean").build("straight_through")
+    assert main(["vae-recipe", "--estimator", "dab_mean", "--data", str(tmp_path / "no.npz"),
+                 "--out", str(out)]) == 2

@@ -45,6 +45,7 @@ def _parser():
         runner,
         tasks,
         vae_gradients,
+        vae_recipe,
     )
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n")[0])
@@ -79,6 +80,8 @@ def _parser():
         "bridge", help="an estimator's backward through a hard layer over training (held-out split)"))
     vae_gradients.add_arguments(commands.add_parser(
         "vae-gradients", help="estimators' encoder-gradient bias and variance at saved zoo VAE states"))
+    vae_recipe.add_arguments(commands.add_parser(
+        "vae-recipe", help="the zoo's categorical VAE recipe with a study estimator as its residual DAB"))
     return parser
 
 
@@ -98,6 +101,10 @@ def main(argv=None):
         from benchmarks.study import vae_gradients
 
         return vae_gradients.main(args, command)
+    if args.command == "vae-recipe":
+        from benchmarks.study import vae_recipe
+
+        return vae_recipe.main(args, command)
     if args.command == "bridge":
         from benchmarks.study import bridge_dynamics
 

@@ -250,3 +250,47 @@ class WarmupDAB(_ResidualVariant):
 
     def get_config(self):
         return {**super().get_config(), "warmup_steps": self.warmup_steps}
+
+
+@keras.saving.register_keras_serializable(package="benchmarks.study", name="MeanFittedDAB")
+class MeanFittedDAB(_ResidualVariant):
+    r"""Residual DAB of a sample whose correction sees the sample's logits, not the perturbed ones.
+
+    For a sampled op ($h(\ell + \epsilon)$: `ArgMax(stochastic=True)`, or a call with `noise=`) the DAB
+    fits $g = s + c$ with $c = c_\theta(\ell)$, a function of the logits $\ell$ alone, to the hard sample:
+    the least-squares limit of the correction is then the noise average
+    $c^\star(\ell) = E_\epsilon[h(\ell + \epsilon) - s(\ell + \epsilon)]$, where `DAB` fits the one-hot of
+    each draw ($c_\theta(\ell + \epsilon)$, whose limit is $h - s$ itself: a sharper function than $s$,
+    whose Jacobian favours sharper posteriors). The bridge is $s(\ell + \epsilon) + c_\theta(\ell)$, so
+
+    $$ E_\epsilon\big[J_s(\ell + \epsilon)\big] + J_{c^\star}(\ell) = J_{E_\epsilon[h]}(\ell), $$
+
+    the Jacobian of the sample's mean (the softmax of ℓ for a Gumbel-max sample): for a loss linear in
+    the code the bridge's gradient is unbiased in expectation once $c_\theta$ fits, whatever τ. The
+    forward is $h(\ell + \epsilon)$. Outside a sampling call (no logits known) the correction sees the
+    op's input, as in `DAB`. Meant for the relaxation's base (`surrogate="auto"`): with ReinMax's the
+    gradient of $s$ is not the relaxation's, and the identity above does not hold.
+    """
+
+    name = "dab_mean"
+
+    @staticmethod
+    def correction_input(op, x):
+        """The correction's input: the sample's logits inside a sampling call, else `x`."""
+        logits = getattr(op, "sampled_logits", None)
+        return x if logits is None else logits
+
+    def approximate(self, op, x, state):
+        base = self._base(op, x, state, in_sample=False)
+        return keras.ops.cast(base, "float32") + approximator_output(state.approximator, self.correction_input(op, x))
+
+    def __call__(self, op, x, hard, state):
+        base = self._base(op, x, state)
+        inputs = self.correction_input(op, x)
+        state.record(self._fit(op, inputs, hard, state, base), self.gamma)
+        return bridge(hard, keras.ops.cast(base, "float32") + approximator_output(state.approximator, inputs))
+
+    def observe(self, op, x, hard, state):
+        inputs = self.correction_input(op, x)
+        error = approximation_error(state.approximator, inputs, hard, self._base(op, x, state, in_sample=False))
+        state.record(keras.ops.stop_gradient(error), self.gamma)

@@ -37,8 +37,8 @@ def _study_estimator(class_name, **kwargs):
 # Every estimator a table may name: an alias the layers take, or a factory of a fresh estimator object.
 # `dab` is the library's default (a residual approximator); `dab_paper` is g alone, as in the paper;
 # `identity` the paper's sort baseline (unpermuted gradient) and `exact` the true gradient of sorted values
-# (both for `Sort(output_mode="values")`); `dab_gain`, `dab_shrink`, `dab_smooth<κ>` and `dab_warmup` the screened
-# variants of the residual DAB (all in `benchmarks/study/estimators.py`).
+# (both for `Sort(output_mode="values")`); `dab_gain`, `dab_shrink`, `dab_smooth<κ>`, `dab_warmup` and `dab_mean` the
+# screened variants of the residual DAB (all in `benchmarks/study/estimators.py`).
 ESTIMATOR_CHOICES = {
     "straight_through": "straight_through",
     "relaxed": "relaxed",
@@ -52,6 +52,7 @@ ESTIMATOR_CHOICES = {
     "dab_smooth0.3": _study_estimator("SmoothedTargetDAB", noise=0.3),
     "dab_smooth1": _study_estimator("SmoothedTargetDAB", noise=1.0),
     "dab_warmup": _study_estimator("WarmupDAB", warmup_steps=1000),
+    "dab_mean": _study_estimator("MeanFittedDAB"),
 }
 
 
