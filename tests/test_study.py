@@ -742,6 +742,14 @@ def test_vae_recipe_trains_the_zoo_vae_with_a_study_estimator_as_its_residual_da
     sampler = model.sampler
     assert isinstance(sampler.estimator, study_estimators.MeanFittedDAB)
     assert [layer.units for layer in sampler.estimator_state.approximator.hidden] == [64]  # the zoo's network
+    from benchmarks.study import vae_gradients
+
+    weights = out / "discrete_vae-dab_mean-dab.weights.h5"
+    state = vae_gradients.load_state("dab_mean", str(weights))  # the gradient diagnostic reads its states
+    assert isinstance(state.sampler.estimator, study_estimators.MeanFittedDAB)
+    trained = vae_recipe.candidate_task("dab_mean").build("dab", weights=str(weights), dab_residual=True)
+    for ours, theirs in zip(state.weights, trained.weights):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     assert main(argv + ["--resume"]) == 0  # a finished run is not trained again
     with pytest.raises(ValueError, match="trains the residual DAB only"):
         vae_recipe.candidate_task("dab_mean").build("straight_through")

@@ -71,6 +71,8 @@ STATE_KINDS = {
     "dab": {"estimator": "dab", "dab_residual": False},
     "dab_residual": {"estimator": "dab", "dab_residual": True},
     "dab_residual_reinmax": {"estimator": "dab", "dab_residual": True, "sample_gradient": "reinmax"},
+    # a study estimator as the residual DAB, trained by `vae-recipe`
+    "dab_mean": {"estimator": "dab", "dab_residual": True, "study_estimator": "dab_mean"},
 }
 
 
@@ -302,7 +304,14 @@ def load_state(kind, weights):
 
     if kind not in STATE_KINDS:
         raise ValueError(f"A state's KIND must be one of {sorted(STATE_KINDS)}. Received: {kind!r}")
-    model = zoo.DiscreteVAE(latent="categorical", weights=None, **STATE_KINDS[kind])
+    config = dict(STATE_KINDS[kind])
+    candidate = config.pop("study_estimator", None)
+    if candidate is None:
+        model = zoo.DiscreteVAE(latent="categorical", weights=None, **config)
+    else:
+        from benchmarks.study import vae_recipe
+
+        model = vae_recipe.candidate_task(candidate).build(config.pop("estimator"), **config)
     model.load_weights(weights)
     return model
 
