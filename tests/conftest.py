@@ -34,3 +34,22 @@ def _seed_and_clear():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def fake_mnist(tmp_path):
+    """A function writing a small random MNIST `.npz` in Keras's layout and returning its path.
+
+    `make(n_train=200, n_test=20, seed=0)`: uint8 images drawn from `default_rng(seed)` (training images
+    first), labels `arange(n) % 10`.
+    """
+
+    def make(n_train=200, n_test=20, seed=0):
+        rng = np.random.default_rng(seed)
+        path = tmp_path / "mnist.npz"
+        np.savez(path, x_train=rng.integers(0, 256, (n_train, 28, 28), dtype="uint8"),
+                 y_train=np.arange(n_train) % 10, x_test=rng.integers(0, 256, (n_test, 28, 28), dtype="uint8"),
+                 y_test=np.arange(n_test) % 10)
+        return path
+
+    return make

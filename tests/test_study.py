@@ -718,16 +718,13 @@ def test_mean_fitted_dab_fits_the_noise_average_of_the_sample_minus_its_relaxati
     assert np.abs(c - target).max() < 0.03
 
 
-def test_vae_recipe_trains_the_zoo_vae_with_a_study_estimator_as_its_residual_dab(tmp_path):
+def test_vae_recipe_trains_the_zoo_vae_with_a_study_estimator_as_its_residual_dab(tmp_path, fake_mnist):
     import json
 
     from benchmarks.study import vae_recipe
     from benchmarks.study.__main__ import main
 
-    rng = np.random.default_rng(0)
-    data = tmp_path / "mnist.npz"
-    np.savez(data, x_train=rng.integers(0, 256, (200, 28, 28), dtype="uint8"), y_train=np.zeros(200),
-             x_test=rng.integers(0, 256, (20, 28, 28), dtype="uint8"), y_test=np.zeros(20))
+    data = fake_mnist(200, 20)
     out = tmp_path / "run"
     argv = ["vae-recipe", "--estimator", "dab_mean", "--seed", "1", "--data", str(data), "--decoder-codes",
             "relaxed", "--epochs", "1", "--out", str(out)]

@@ -118,13 +118,10 @@ def test_report_pools_discordant_pairs_over_seeds():
     assert f"| dab | 75.00 (75.00 / 75.00) | 2 / 1 ({-1 / math.sqrt(3):+.2f}) | 0.60 (1.00) | 1.200 |" in table
 
 
-def test_command_line_measures_shipped_classifiers(tmp_path):
+def test_command_line_measures_shipped_classifiers(tmp_path, fake_mnist):
     from benchmarks.study.__main__ import main
 
-    rng = np.random.default_rng(0)
-    data = tmp_path / "mnist.npz"
-    np.savez(data, x_train=rng.integers(0, 256, (3, 28, 28), dtype="uint8"), y_train=np.arange(3),
-             x_test=rng.integers(0, 256, (12, 28, 28), dtype="uint8"), y_test=np.arange(12) % 10)
+    data = fake_mnist(3, 12)
     from dab_keras.zoo import weights as zoo_weights
 
     weights = zoo_weights.WEIGHTS_DIR

@@ -198,14 +198,11 @@ def test_parse_state():
     assert vg.parse_state("x=dab_residual_reinmax:w.h5")[3] == 1.0
 
 
-def test_command_line_measures_shipped_states(tmp_path):
+def test_command_line_measures_shipped_states(tmp_path, fake_mnist):
     from benchmarks.study.__main__ import main
     from dab_keras.zoo import weights as zoo_weights
 
-    rng = np.random.default_rng(0)
-    data = tmp_path / "mnist.npz"
-    np.savez(data, x_train=rng.integers(0, 256, (3, 28, 28), dtype="uint8"), y_train=np.arange(3),
-             x_test=rng.integers(0, 256, (6, 28, 28), dtype="uint8"), y_test=np.arange(6))
+    data = fake_mnist(3, 6)
     weights = zoo_weights.WEIGHTS_DIR
     out = tmp_path / "table.md"
     rc = main(["vae-gradients", "--data", str(data), "--images", "3", "--samples", "4", "--reference-samples", "3",
@@ -244,14 +241,11 @@ def test_bound_terms_split_the_elbo_into_reconstruction_and_kl():
     assert terms["entropy"] == pytest.approx(float(np.mean(-np.sum(probs * np.log(probs), axis=-1))), rel=1e-4)
 
 
-def test_command_line_bounds_only(tmp_path):
+def test_command_line_bounds_only(tmp_path, fake_mnist):
     from benchmarks.study.__main__ import main
     from dab_keras.zoo import weights as zoo_weights
 
-    rng = np.random.default_rng(1)
-    data = tmp_path / "mnist.npz"
-    np.savez(data, x_train=rng.integers(0, 256, (3, 28, 28), dtype="uint8"), y_train=np.arange(3),
-             x_test=rng.integers(0, 256, (7, 28, 28), dtype="uint8"), y_test=np.arange(7))
+    data = fake_mnist(3, 7, seed=1)
     out = tmp_path / "bounds.md"
     weights = zoo_weights.WEIGHTS_DIR / "discrete_vae-relaxed.weights.h5"
     assert main(["vae-gradients", "--data", str(data), "--bounds-only", "--output", str(out),

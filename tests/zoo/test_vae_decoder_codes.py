@@ -217,11 +217,8 @@ def test_train_checks_names_and_records_the_option(tmp_path):
     assert default["config"] == {}  # the default is the same run as without it
 
 
-def test_a_zoo_run_trains_the_decoder_on_the_chosen_codes_and_resumes(tmp_path):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "mnist.npz"
-    np.savez(data, x_train=rng.integers(0, 256, (200, 28, 28), dtype="uint8"), y_train=np.zeros(200),
-             x_test=rng.integers(0, 256, (20, 28, 28), dtype="uint8"), y_test=np.zeros(20))
+def test_a_zoo_run_trains_the_decoder_on_the_chosen_codes_and_resumes(tmp_path, fake_mnist):
+    data = fake_mnist(200, 20)
     config = {"decoder_codes": "hard", "groups": 3, "categories": 4, "hidden_units": [16]}
     out = tmp_path / "run"
     run = zoo.train("discrete_vae", estimator="relaxed", epochs=2, data=str(data), seed=1, config=config,
