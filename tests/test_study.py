@@ -723,6 +723,7 @@ def test_vae_recipe_trains_the_zoo_vae_with_a_study_estimator_as_its_residual_da
 
     from benchmarks.study import vae_recipe
     from benchmarks.study.__main__ import main
+    from dab_keras.zoo import registry as zoo_registry
 
     data = fake_mnist(200, 20)
     out = tmp_path / "run"
@@ -748,6 +749,7 @@ def test_vae_recipe_trains_the_zoo_vae_with_a_study_estimator_as_its_residual_da
     for ours, theirs in zip(state.weights, trained.weights):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     assert main(argv + ["--resume"]) == 0  # a finished run is not trained again
+    assert "discrete_vae-dab_mean" not in zoo_registry.list_models()  # registered for the run only
     with pytest.raises(ValueError, match="trains the residual DAB only"):
         vae_recipe.candidate_task("dab_mean").build("straight_through")
     assert main(["vae-recipe", "--estimator", "dab_mean", "--data", str(tmp_path / "no.npz"),

@@ -38,6 +38,34 @@ def register(task):
     return task
 
 
+def unregister(name):
+    """Removes the task registered as `name` (e.g. one a script registered for a single run).
+
+    Args:
+        name: A registry name (see `list_models`).
+
+    Returns:
+        The removed `dab_keras.zoo.task.Task` instance.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones).
+
+    Examples:
+        ```python
+        from dab_keras.zoo import registry
+
+        registry.register(MyTask())
+        try:
+            zoo.train("my_model")
+        finally:
+            registry.unregister("my_model")
+        ```
+    """
+    task = get(name)
+    del _TASKS[name]
+    return task
+
+
 def get(name):
     """Returns the `Task` registered as `name`.
 

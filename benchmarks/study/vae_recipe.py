@@ -72,15 +72,17 @@ def main(args, command):
         print(f"`--data` must be an MNIST .npz file or 'tfds'. Received: --data {args.data}", file=sys.stderr)
         return 2
     task = candidate_task(args.estimator)
-    if task.name not in registry.list_models():
-        registry.register(task)  # train() looks its task up by name
     config = {"dab_residual": True}
     if args.decoder_codes != "auto":
         config["decoder_codes"] = args.decoder_codes
-    result = zoo_training.train(
-        task.name, estimator="dab", epochs=args.epochs, seed=args.seed, data=args.data, output_dir=args.out,
-        resume=args.resume, command=command, config=config, verbose=2,
-    )
+    registry.register(task)  # train() looks its task up by name; registered for this run only
+    try:
+        result = zoo_training.train(
+            task.name, estimator="dab", epochs=args.epochs, seed=args.seed, data=args.data, output_dir=args.out,
+            resume=args.resume, command=command, config=config, verbose=2,
+        )
+    finally:
+        registry.unregister(task.name)
     manifest_path = result.get("manifest")
     if manifest_path:
         with open(manifest_path) as f:

@@ -346,6 +346,19 @@ def test_train_refuses_a_reinmax_base_where_there_is_none(tmp_path):
     assert default["config"] == {}  # the default is the same run as without it
 
 
+def test_a_registered_task_can_be_removed_again():
+    before = zoo.list_models()
+    task = vae.VAETask("categorical")
+    task.name = "discrete_vae_copy"
+    assert zoo.registry.register(task) is task and "discrete_vae_copy" in zoo.list_models()
+    with pytest.raises(ValueError, match="'discrete_vae_copy' is registered already"):
+        zoo.registry.register(task)
+    assert zoo.registry.unregister("discrete_vae_copy") is task
+    assert zoo.list_models() == before
+    with pytest.raises(ValueError, match="Unknown zoo model 'discrete_vae_copy'"):
+        zoo.registry.unregister("discrete_vae_copy")
+
+
 def test_tasks_are_registered_with_their_latents():
     assert {"discrete_vae", "binary_vae"} <= set(zoo.list_models())
     task = zoo.registry.get("binary_vae")
