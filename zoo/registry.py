@@ -51,15 +51,12 @@ def unregister(name):
         ValueError: for an unknown name (the message lists the known ones).
 
     Examples:
-        ```python
-        from dab_keras.zoo import registry
-
-        registry.register(MyTask())
-        try:
-            zoo.train("my_model")
-        finally:
-            registry.unregister("my_model")
-        ```
+        >>> from dab_keras.zoo import vae
+        >>> task = vae.VAETask("categorical")
+        >>> task.name = "my_vae"
+        >>> _ = register(task)
+        >>> unregister("my_vae") is task, "my_vae" in list_models()
+        (True, False)
     """
     task = get(name)
     del _TASKS[name]
