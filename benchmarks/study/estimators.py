@@ -282,13 +282,13 @@ class MeanFittedDAB(_ResidualVariant):
 
     def approximate(self, op, x, state):
         base = self._base(op, x, state, in_sample=False)
-        return keras.ops.cast(base, "float32") + approximator_output(state.approximator, self.correction_input(op, x))
+        return self._bridge_input(state.approximator, self.correction_input(op, x), base)
 
     def __call__(self, op, x, hard, state):
         base = self._base(op, x, state)
         inputs = self.correction_input(op, x)
         state.record(self._fit(op, inputs, hard, state, base), self.gamma)
-        return bridge(hard, keras.ops.cast(base, "float32") + approximator_output(state.approximator, inputs))
+        return bridge(hard, self._bridge_input(state.approximator, inputs, base))
 
     def observe(self, op, x, hard, state):
         inputs = self.correction_input(op, x)
